@@ -1,0 +1,179 @@
+"""Mistral v1 instruct prompts: the one place that knows the ``[INST]`` format.
+
+The format is the revised reference chat template of Mistral-7B-Instruct-v0.2 and
+Mixtral-8x7B-Instruct-v0.1 (the template that accepts a system message)::
+
+    <s> [INST] {system}\\n\\n{user 1} [/INST] {assistant 1}</s> [INST] {user 2} [/INST]
+
+Rules (each one a rule of that template):
+
+- ``<s>`` once, at the very start; ``</s>`` closes every assistant turn and nothing else.
+- An optional system message, only at position 0; its text and ``\\n\\n`` open the first
+  user turn.
+- After it, roles alternate user/assistant/user/..., starting with the user.
+- Content is pasted verbatim: no stripping or normalisation.
+
+Because a string prompt cannot tell template markers from text, any ``[INST]``,
+``[/INST]``, ``<s>`` or ``</s>`` inside message content is neutralised (the words stay
+visible, the markers cannot open or close a turn), or refused in ``strict`` mode.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from bedrock_mistral.errors import PromptFormatError
+from bedrock_mistral.types import Message
+
+BOS = "<s>"
+EOS = "</s>"
+INST_OPEN = "[INST]"
+INST_CLOSE = "[/INST]"
+
+# Each marker maps to a look-alike that the tokenizer and the model read as plain text.
+_NEUTRAL = {
+    INST_OPEN: "(INST)",
+    INST_CLOSE: "(/INST)",
+    BOS: "(s)",
+    EOS: "(/s)",
+}
+_MARKER_RE = re.compile("|".join(re.escape(marker) for marker in _NEUTRAL))
+
+MessageLike = Message | Mapping[str, Any]
+
+__all__ = [
+    "BOS",
+    "EOS",
+    "INST_CLOSE",
+    "INST_OPEN",
+    "MessageLike",
+    "contains_control_text",
+    "format_prompt",
+    "neutralize",
+    "to_messages",
+]
+
+
+def contains_control_text(text: str) -> bool:
+    """True when ``text`` holds a marker that could open or close a turn."""
+    return _MARKER_RE.search(text) is not None
+
+
+def neutralize(text: str) -> str:
+    """Rewrite every template marker in ``text`` so it reads as plain words.
+
+    Repeated until nothing is left, so nested spellings such as ``[[INST]INST]`` cannot
+    rebuild a marker once the inner one is replaced.
+    """
+    while True:
+        rewritten = _MARKER_RE.sub(lambda match: _NEUTRAL[match.group(0)], text)
+        if rewritten == text:
+            return text
+        text = rewritten
+
+
+def to_messages(messages: Iterable[MessageLike]) -> list[Message]:
+    """Coerce dicts to :class:`Message`, naming the position of the first bad one."""
+    result: list[Message] = []
+    for index, item in enumerate(messages):
+        if isinstance(item, Message):
+            result.append(item)
+            continue
+        if not isinstance(item, Mapping):
+            raise PromptFormatError(
+                f"messages[{index}] is a {type(item).__name__}; "
+                'expected a Message or a dict {"role": ..., "content": ...}',
+                field=f"messages[{index}]",
+                value=item,
+            )
+        role = item.get("role")
+        if role not in ("system", "user", "assistant"):
+            raise PromptFormatError(
+                f"messages[{index}].role is {role!r}; allowed roles are "
+                "'system' (first message only), 'user' and 'assistant'",
+                field=f"messages[{index}].role",
+                value=role,
+            )
+        content = item.get("content")
+        if not isinstance(content, str):
+            raise PromptFormatError(
+                f"messages[{index}].content must be a string, got {type(content).__name__}",
+                field=f"messages[{index}].content",
+                value=content,
+            )
+        result.append(Message(role=role, content=content))
+    return result
+
+
+def _checked_content(message: Message, index: int, *, strict: bool) -> str:
+    if not contains_control_text(message.content):
+        return message.content
+    if strict:
+        raise PromptFormatError(
+            f"messages[{index}].content contains a control marker "
+            f"({', '.join(sorted(set(_MARKER_RE.findall(message.content))))}); remove it, "
+            "or use strict=False to neutralise it",
+            field=f"messages[{index}].content",
+            value=message.content,
+        )
+    return neutralize(message.content)
+
+
+def format_prompt(
+    messages: Sequence[MessageLike],
+    *,
+    strict: bool = False,
+    continue_final: bool = False,
+) -> str:
+    """Render a conversation as the Mistral v1 instruct prompt string.
+
+    >>> format_prompt([{"role": "user", "content": "Hello"}])
+    '<s> [INST] Hello [/INST]'
+
+    ``continue_final=True`` leaves a final assistant turn open (no ``</s>``) so the model
+    continues that text instead of starting a new reply.
+    """
+    turns = to_messages(messages)
+    if not turns:
+        raise PromptFormatError(
+            "messages is empty; a conversation needs at least one user message",
+            field="messages",
+            value=[],
+        )
+    offset = 0
+    system: str | None = None
+    if turns[0].role == "system":
+        system = _checked_content(turns[0], 0, strict=strict)
+        offset = 1
+
+    parts = [BOS]
+    last = len(turns) - 1
+    for index in range(offset, len(turns)):
+        message = turns[index]
+        expected = "user" if (index - offset) % 2 == 0 else "assistant"
+        if message.role != expected:
+            raise PromptFormatError(_order_error(message.role, index, expected), field=f"messages[{index}].role", value=message.role)
+        content = _checked_content(message, index, strict=strict)
+        if message.role == "user":
+            if index == offset and system is not None:
+                content = f"{system}\n\n{content}"
+            parts.append(f" {INST_OPEN} {content} {INST_CLOSE}")
+        elif continue_final and index == last:
+            parts.append(f" {content}")
+        else:
+            parts.append(f" {content}{EOS}")
+    return "".join(parts)
+
+
+def _order_error(role: str, index: int, expected: str) -> str:
+    if role == "system":
+        return (
+            f"messages[{index}] is a system message; a system message is only allowed "
+            "as the first message"
+        )
+    return (
+        f"messages[{index}] has role {role!r} but {expected!r} was expected: after the "
+        "optional system message, roles must alternate user/assistant/user/..."
+    )

@@ -1,0 +1,141 @@
+"""Wire-level types shared by the client, every backend, the server and the CLI.
+
+Field names follow Bedrock's Mistral text-completion body (``max_tokens``, ``top_p``,
+``top_k``, ``stop``) so nothing needs translating on the way to the wire.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant"]
+StopReason = Literal["stop", "length"]
+BackendName = str
+
+__all__ = [
+    "BackendName",
+    "Completion",
+    "CompletionRequest",
+    "GenerationParams",
+    "Message",
+    "Role",
+    "StopReason",
+    "StreamEnd",
+    "StreamEvent",
+    "TextDelta",
+    "Usage",
+]
+
+
+class Message(BaseModel):
+    """One turn of a conversation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Role
+    content: str
+
+
+class GenerationParams(BaseModel):
+    """Sampling parameters; ``None`` means "the model's default".
+
+    Bounds are checked against the chosen model by :func:`bedrock_mistral.validation.resolve_params`,
+    not here, because they differ per model.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int | None = Field(default=None, description="Most tokens to generate (>= 1).")
+    temperature: float | None = Field(default=None, description="Randomness, 0 to 1.")
+    top_p: float | None = Field(default=None, description="Nucleus sampling mass, 0 to 1.")
+    top_k: int | None = Field(default=None, description="Sample among the k likeliest tokens, 1 to 200.")
+    stop: list[str] | None = Field(default=None, description="Up to 10 stop sequences.")
+
+
+class CompletionRequest(BaseModel):
+    """What a backend receives: Bedrock's Mistral text-completion body plus routing facts.
+
+    ``prompt`` is always the full ``[INST]``-formatted string. ``messages`` is kept for
+    backends whose wire format is the chat ``messages`` body (Mistral Large 2407).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_id: str
+    prompt: str
+    max_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: tuple[str, ...] = ()
+    messages: tuple[Message, ...] | None = None
+
+    def text_body(self) -> dict[str, object]:
+        """The InvokeModel JSON body of the text-completion dialect."""
+        body: dict[str, object] = {"prompt": self.prompt, "max_tokens": self.max_tokens}
+        for key in ("temperature", "top_p", "top_k"):
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = value
+        if self.stop:
+            body["stop"] = list(self.stop)
+        return body
+
+
+class Usage(BaseModel):
+    """Token counts of one request."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+        )
+
+
+class Completion(BaseModel):
+    """A finished reply."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    stop_reason: StopReason
+    usage: Usage = Field(default_factory=Usage)
+    model_id: str
+    backend: BackendName
+    latency_ms: float = 0.0
+    cost_usd: float | None = Field(default=None, description="On-demand list price of this call, if known.")
+
+
+class TextDelta(BaseModel):
+    """A piece of generated text, in order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["text"] = "text"
+    text: str
+
+
+class StreamEnd(BaseModel):
+    """The last event of every complete stream."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["end"] = "end"
+    stop_reason: StopReason
+    usage: Usage = Field(default_factory=Usage)
+    latency_ms: float | None = None
+    first_byte_latency_ms: float | None = None
+
+
+StreamEvent = Annotated[TextDelta | StreamEnd, Field(discriminator="type")]
