@@ -149,12 +149,15 @@ class APIError(BedrockMistralError):
         status_code: int | None = None,
         request_id: str | None = None,
         model_id: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.status_code = status_code
         self.request_id = request_id
         self.model_id = model_id
+        # Seconds the server asked us to wait (Retry-After), preferred by the retry policy.
+        self.retry_after = retry_after
 
 
 class AccessDeniedError(APIError):

@@ -1,0 +1,139 @@
+"""A deterministic backend that answers with the last user turn, word by word.
+
+For tests and demos: no model, no randomness, so a test can predict every byte. The
+reply is the text of the last user turn, recovered from the ``[INST]`` prompt (or taken
+from ``request.messages`` when the caller kept them). A prompt that continues an answer
+(``stream(..., resume=True)``) gets only the rest of it, so resumed text is never doubled.
+Token counts are whitespace words.
+
+>>> from bedrock_mistral.types import CompletionRequest
+>>> request = CompletionRequest(model_id="m", prompt="<s> [INST] Hi there [/INST]", max_tokens=9)
+>>> EchoBackend().complete(request).text
+'Hi there'
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+from bedrock_mistral.prompt import BOS, EOS, INST_CLOSE, INST_OPEN
+from bedrock_mistral.types import (
+    Completion,
+    CompletionRequest,
+    StopReason,
+    StreamEnd,
+    TextDelta,
+    Usage,
+)
+
+__all__ = ["EchoBackend", "echo_reply", "last_user_text", "split_words"]
+
+_WORD = re.compile(r"\s*\S+")
+_OPEN = f"{INST_OPEN} "
+_CLOSE = f" {INST_CLOSE}"
+
+
+def split_words(text: str) -> list[str]:
+    """Pieces that concatenate back to ``text``: each word with the whitespace before it."""
+    pieces = _WORD.findall(text)
+    tail = text[sum(len(piece) for piece in pieces) :]
+    if tail:
+        if pieces:
+            pieces[-1] += tail
+        else:
+            pieces.append(tail)
+    return pieces
+
+
+def last_user_text(request: CompletionRequest) -> str:
+    """The last user turn's text, verbatim.
+
+    From ``request.messages`` when the caller kept them; otherwise from the prompt: the
+    text between the last ``[INST] `` and the following `` [/INST]``. (A system message
+    shares the first ``[INST]`` block with the user text, so a text prompt cannot tell
+    them apart: the whole block is echoed.)
+    """
+    if request.messages:
+        for message in reversed(request.messages):
+            if message.role == "user":
+                return message.content
+    prompt = request.prompt
+    start = prompt.rfind(_OPEN)
+    if start < 0:
+        return prompt.removeprefix(BOS).strip()
+    body_start = start + len(_OPEN)
+    end = prompt.find(_CLOSE, body_start)
+    return prompt[body_start:] if end < 0 else prompt[body_start:end]
+
+
+def answer_prefix(request: CompletionRequest) -> str:
+    """Assistant text the prompt already holds after the last ``[/INST]`` (a continuation)."""
+    if request.messages:
+        last = request.messages[-1]
+        return last.content if last.role == "assistant" else ""
+    end = request.prompt.rfind(_CLOSE)
+    if end < 0:
+        return ""
+    tail = request.prompt[end + len(_CLOSE) :]
+    return "" if EOS in tail else tail
+
+
+def echo_reply(request: CompletionRequest) -> str:
+    """The echo's answer: the last user text, minus what a continued answer already holds."""
+    text = last_user_text(request)
+    prefix = answer_prefix(request)
+    for done in (prefix, prefix[1:] if prefix.startswith(" ") else None):
+        if done and text.startswith(done):
+            return text[len(done) :]
+    return text
+
+
+class EchoBackend:
+    """Replies with the last user turn; honours ``max_tokens`` (words) and ``stop``."""
+
+    name = "echo"
+
+    def count_tokens(self, prompt: str) -> int:
+        return len(prompt.split())
+
+    @property
+    def context_window(self) -> int | None:
+        return None
+
+    def _plan(self, request: CompletionRequest) -> tuple[list[str], StopReason]:
+        text = echo_reply(request)
+        stop_reason: StopReason = "stop"
+        cut = min((text.find(stop) for stop in request.stop if stop in text), default=-1)
+        if cut >= 0:
+            text = text[:cut]
+        words = split_words(text)
+        if len(words) > request.max_tokens:
+            words, stop_reason = words[: request.max_tokens], "length"
+        return words, stop_reason
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        started = time.perf_counter()
+        words, stop_reason = self._plan(request)
+        return Completion(
+            text="".join(words),
+            stop_reason=stop_reason,
+            usage=Usage(input_tokens=self.count_tokens(request.prompt), output_tokens=len(words)),
+            model_id=request.model_id,
+            backend=self.name,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    def stream(self, request: CompletionRequest) -> Iterator[TextDelta | StreamEnd]:
+        started = time.perf_counter()
+        words, stop_reason = self._plan(request)
+        for word in words:
+            yield TextDelta(text=word)
+        elapsed = (time.perf_counter() - started) * 1000.0
+        yield StreamEnd(
+            stop_reason=stop_reason,
+            usage=Usage(input_tokens=self.count_tokens(request.prompt), output_tokens=len(words)),
+            latency_ms=elapsed,
+            first_byte_latency_ms=elapsed,
+        )

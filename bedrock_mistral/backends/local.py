@@ -1,0 +1,175 @@
+"""The local backend: Bedrock's text-completion request served by our PyTorch model, offline.
+
+Importing this module is cheap; torch and ``local_backend`` are imported when a model is first
+needed. A model is loaded once per process for each (path, dtype) and shared by every client;
+its forward calls are serialised one decode step at a time, so concurrent streams interleave.
+
+>>> from bedrock_mistral.types import CompletionRequest
+>>> backend = LocalBackend()                                              # doctest: +SKIP
+>>> backend.complete(CompletionRequest(model_id="local", prompt="<s> [INST] Hi [/INST]",
+...                                    max_tokens=20)).text                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bedrock_mistral.errors import BackendUnavailableError, ContextWindowError, ValidationError
+from bedrock_mistral.types import Completion, CompletionRequest, StreamEnd, TextDelta, Usage
+
+if TYPE_CHECKING:
+    from local_backend.generate import TextStream
+    from local_backend.runtime import LocalModel
+
+__all__ = ["LocalBackend", "shared_model"]
+
+_INSTALL_HINT = "pip install 'bedrock-mistral[local]'"
+_REQUIRED = ("torch", "safetensors", "sentencepiece")
+
+_models: dict[tuple[str, str | None], LocalModel] = {}
+_registry_lock = threading.Lock()
+_load_locks: dict[tuple[str, str | None], threading.Lock] = {}
+
+
+def _check_installed() -> None:
+    missing = [name for name in _REQUIRED if importlib.util.find_spec(name) is None]
+    if missing:
+        raise BackendUnavailableError(
+            f"the local backend needs {', '.join(missing)}, which is not installed: {_INSTALL_HINT}"
+        )
+
+
+def shared_model(model_path: str | Path | None, dtype: str | None) -> LocalModel:
+    """The process-wide model for (path, dtype), loaded on first use (thread-safe)."""
+    key = (str(Path(model_path).expanduser().resolve()) if model_path else "<bundled>", dtype)
+    with _registry_lock:
+        if key in _models:
+            return _models[key]
+        load_lock = _load_locks.setdefault(key, threading.Lock())
+    with load_lock:  # one loader per key; other keys load in parallel
+        if key not in _models:
+            model = _load(model_path, dtype)
+            with _registry_lock:
+                _models[key] = model
+    return _models[key]
+
+
+def _load(model_path: str | Path | None, dtype: str | None) -> LocalModel:
+    _check_installed()
+    try:
+        import local_backend
+        from local_backend.errors import LocalBackendError
+    except ImportError as err:
+        raise BackendUnavailableError(
+            f"the local backend cannot start: {err}; {_INSTALL_HINT}"
+        ) from err
+    try:
+        return local_backend.load(model_path, dtype=dtype)
+    except LocalBackendError as err:
+        raise BackendUnavailableError(f"the local model cannot be loaded: {err}") from err
+
+
+class LocalBackend:
+    """:class:`~bedrock_mistral.backends.base.Backend` over ``local_backend`` (also a TokenCounter).
+
+    ``temperature``/``top_p``/``top_k`` left as None mean greedy decoding over the full
+    vocabulary; ``stop`` strings end the text before them.
+    """
+
+    name = "local"
+
+    def __init__(self, model_path: str | Path | None = None, *, dtype: str | None = None) -> None:
+        _check_installed()
+        self.model_path = model_path
+        self.dtype = dtype
+
+    @property
+    def model(self) -> LocalModel:
+        """The shared loaded model (loads it on first use)."""
+        return shared_model(self.model_path, self.dtype)
+
+    # -- TokenCounter -----------------------------------------------------------------------
+
+    def count_tokens(self, prompt: str) -> int:
+        return len(self._encode(prompt))
+
+    @property
+    def context_window(self) -> int | None:
+        return self.model.context_window
+
+    # -- Backend ----------------------------------------------------------------------------
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        started = time.perf_counter()
+        stream = self._start(request)
+        text = "".join(stream)
+        return Completion(
+            text=text,
+            stop_reason=stream.stop_reason or "length",
+            usage=Usage(input_tokens=stream.prompt_tokens, output_tokens=stream.completion_tokens),
+            model_id=request.model_id,
+            backend=self.name,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    def stream(self, request: CompletionRequest) -> Iterator[TextDelta | StreamEnd]:
+        started = time.perf_counter()
+        stream = self._start(request)
+        first: float | None = None
+        try:
+            for delta in stream:
+                if delta:
+                    first = first if first is not None else time.perf_counter()
+                    yield TextDelta(text=delta)
+        finally:
+            stream.close()
+        done = time.perf_counter()
+        yield StreamEnd(
+            stop_reason=stream.stop_reason or "length",
+            usage=Usage(input_tokens=stream.prompt_tokens, output_tokens=stream.completion_tokens),
+            latency_ms=(done - started) * 1000.0,
+            first_byte_latency_ms=((first or done) - started) * 1000.0,
+        )
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _encode(self, prompt: str) -> list[int]:
+        model = self.model
+        from local_backend.errors import TokenizerError
+
+        try:
+            return model.tokenizer.encode_prompt(prompt)
+        except TokenizerError as err:
+            raise BackendUnavailableError(
+                f"the local model has no usable tokenizer: {err}"
+            ) from err
+
+    def _start(self, request: CompletionRequest) -> TextStream:
+        model = self.model
+        ids = self._encode(request.prompt)
+        window = model.context_window
+        if len(ids) + request.max_tokens > window:
+            raise ContextWindowError(
+                f"the prompt ({len(ids)} tokens) plus max_tokens={request.max_tokens} does not fit "
+                f"the local model's context of {window} tokens: shorten the conversation "
+                "or lower max_tokens",
+                prompt_tokens=len(ids),
+                max_tokens=request.max_tokens,
+                context_window=window,
+            )
+        try:
+            return model.stream(
+                ids,
+                request.max_tokens,
+                temperature=request.temperature or 0.0,
+                top_p=request.top_p if request.top_p is not None else 1.0,
+                top_k=request.top_k or None,
+                stop=list(request.stop),
+            )
+        except ValueError as err:
+            raise ValidationError(f"the local backend refused the request: {err}") from err

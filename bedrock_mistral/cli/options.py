@@ -1,0 +1,130 @@
+"""Option bundles shared by the commands that talk to a model, and their resolution.
+
+``@client_options`` adds ``--model``, ``--backend``, ``--region``, ``--profile``,
+``--endpoint-url``, ``--local-model`` and ``-o PARAM=VALUE``; :func:`settings_from`
+merges them with the environment and the config file (flags win).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import click
+
+from bedrock_mistral.cli.config import (
+    PARAM_KEYS,
+    Settings,
+    load_config,
+    parse_param,
+    resolve_settings,
+)
+
+__all__ = ["ParamAssignment", "client_options", "current_env", "settings_from"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ParamAssignment(click.ParamType):  # type: ignore[type-arg]
+    """``PARAM=VALUE`` for a generation parameter, typed and range-checked."""
+
+    name = "PARAM=VALUE"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, Any]:
+        if isinstance(value, tuple):
+            return value
+        key, sep, raw = str(value).partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            self.fail(f"{value!r} is not PARAM=VALUE (e.g. temperature=0.2)", param, ctx)
+        if key not in PARAM_KEYS:
+            self.fail(f"unknown parameter {key!r}; use one of {', '.join(PARAM_KEYS)}", param, ctx)
+        from bedrock_mistral.errors import ValidationError
+
+        try:
+            return key, parse_param(key, raw.strip() if key != "stop" else raw)
+        except ValidationError as err:
+            self.fail(str(err), param, ctx)
+
+
+def client_options(func: F) -> F:
+    """Decorate a command with the options that choose and tune the model."""
+    options = [
+        click.option(
+            "-m", "--model", default=None, help="Model alias or Bedrock model id (see `models`)."
+        ),
+        click.option(
+            "-b",
+            "--backend",
+            default=None,
+            metavar="bedrock|local|echo",
+            help="Where replies come from: Amazon Bedrock, the offline local model, "
+            "or echo (for tests).",
+        ),
+        click.option(
+            "--region", default=None, help="AWS region (default: AWS_REGION, config, AWS profile)."
+        ),
+        click.option("--profile", default=None, help="AWS profile name (default: AWS_PROFILE)."),
+        click.option(
+            "--endpoint-url",
+            default=None,
+            help="Bedrock runtime endpoint, e.g. a local `bedrock-mistral serve` URL.",
+        ),
+        click.option(
+            "--local-model",
+            default=None,
+            type=click.Path(file_okay=False),
+            help="Directory of local model weights (default: the bundled model).",
+        ),
+        click.option(
+            "-o",
+            "--option",
+            "options",
+            multiple=True,
+            type=ParamAssignment(),
+            help="Generation parameter, repeatable: max_tokens, temperature, top_p, top_k, stop.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def current_env() -> Any:
+    """The :class:`~bedrock_mistral.cli.env.Env` of the running command."""
+    from bedrock_mistral.cli.env import Env
+
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    if not isinstance(root.obj, Env):
+        root.obj = Env()
+    return root.obj
+
+
+def settings_from(
+    *,
+    model: str | None = None,
+    backend: str | None = None,
+    region: str | None = None,
+    profile: str | None = None,
+    endpoint_url: str | None = None,
+    local_model: str | None = None,
+    options: Iterable[tuple[str, Any]] = (),
+) -> Settings:
+    """Resolve the effective settings and report ignored config keys on stderr."""
+    config = load_config()
+    env = current_env()
+    for warning in config.warnings:
+        env.warn(warning)
+    flags: dict[str, Any] = {
+        "model": model,
+        "backend": backend,
+        "region": region,
+        "profile": profile,
+        "endpoint_url": endpoint_url,
+        "local_model": local_model,
+        "params": dict(options),
+    }
+    return resolve_settings(flags, config=config)

@@ -1,0 +1,220 @@
+"""The ASGI application: routing table, admission, faults, and the never-500 guard.
+
+Per request: match ``/model/{modelId}/{operation}`` on the raw path, refuse an
+oversized body from its Content-Length, draw this request's fault, admit it under
+``max_concurrency`` (or answer ThrottlingException at once), read the capped body,
+resolve the model, wait ``latency_ms``, and hand over to the operation's handler.
+Whatever escapes becomes a Bedrock-shaped error; nothing ever answers with a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import MutableMapping
+from typing import Any
+
+from bedrock_mistral.backends.base import Backend
+from bedrock_mistral.server.config import DEFAULT_WORKERS, ServerConfig
+from bedrock_mistral.server.errors import BedrockError
+from bedrock_mistral.server.exchange import (
+    BodyTooLarge,
+    ClientDisconnected,
+    ConnectionDropped,
+    DropRequested,
+    Exchange,
+    Receive,
+    Send,
+)
+from bedrock_mistral.server.faults import HTTP_FAULTS, FaultKind, FaultPlan, fault_error
+from bedrock_mistral.server.handlers import HANDLERS, Call, Outcome, to_bedrock_error
+from bedrock_mistral.server.routing import ModelCatalog, match_route
+from bedrock_mistral.server.stats import ConcurrencyGate, RequestRecord, ServerStats, parse_attempt
+from bedrock_mistral.server.worker import BackendRunner
+
+__all__ = ["BedrockApp", "create_app"]
+
+logger = logging.getLogger("bedrock_mistral.server")
+
+_THROTTLED = "Too many requests, please wait before trying again."
+
+
+class _Request:
+    """Bookkeeping for one request: exactly one stats record and one log line."""
+
+    def __init__(self, app: BedrockApp, exchange: Exchange) -> None:
+        self.app = app
+        self.exchange = exchange
+        self.operation: str | None = None
+        self.model_id: str | None = None
+        self.fault: FaultKind | None = None
+        self.recorded = False
+
+    def finish(self, outcome: Outcome) -> None:
+        if self.recorded:
+            return
+        self.recorded = True
+        latency = self.exchange.elapsed_ms()
+        record = RequestRecord(
+            method=self.exchange.method,
+            path=self.exchange.raw_path.decode("latin-1"),
+            operation=self.operation,
+            model_id=self.model_id,
+            status=outcome.status,
+            attempt=parse_attempt(self.exchange.headers.get("amz-sdk-request")),
+            input_tokens=outcome.usage.input_tokens,
+            output_tokens=outcome.usage.output_tokens,
+            latency_ms=latency,
+            error=outcome.error,
+            fault=self.fault,
+            request_id=self.exchange.request_id,
+        )
+        self.app.stats.record(record)
+        logger.info(
+            "%s %s %s %s in=%d out=%d %.1fms%s",
+            record.method,
+            record.operation or record.path,
+            record.model_id or "-",
+            record.status or "dropped",
+            record.input_tokens,
+            record.output_tokens,
+            latency,
+            f" error={record.error}" if record.error else "",
+        )
+
+
+class BedrockApp:
+    """Serves any :class:`Backend` over the Bedrock runtime protocol (an ASGI 3 app)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        config: ServerConfig | None = None,
+        *,
+        stats: ServerStats | None = None,
+    ) -> None:
+        self.backend = backend
+        self.config = config or ServerConfig()
+        self.stats = stats or ServerStats()
+        self.catalog = ModelCatalog(self.config.model_ids)
+        self.faults = FaultPlan(
+            script=self.config.fault_script, rates=self.config.faults, seed=self.config.seed
+        )
+        self.gate = ConcurrencyGate(self.config.max_concurrency, self.stats)
+        workers = self.config.workers or getattr(backend, "max_parallel", None) or DEFAULT_WORKERS
+        self.runner = BackendRunner(backend, workers=workers)
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(Exchange(scope, receive, send))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.runner.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, exchange: Exchange) -> None:
+        request = _Request(self, exchange)
+        try:
+            await self._serve(request)
+        except DropRequested:
+            request.finish(Outcome(status=0, error="dropped"))
+            await exchange.abort()
+        except BodyTooLarge:
+            error = _too_large(self.config.max_body_bytes)
+            request.finish(Outcome(status=error.status, error=error.code))
+            await exchange.refuse(error)
+        except ClientDisconnected:
+            request.finish(Outcome(status=0, error="client disconnected"))
+        except (ConnectionDropped, asyncio.CancelledError):
+            request.finish(Outcome(status=0, error="client disconnected"))
+            raise
+        except Exception as err:
+            await self._fail(request, err)
+
+    async def _fail(self, request: _Request, err: Exception) -> None:
+        error = to_bedrock_error(err)
+        request.finish(Outcome(status=error.status, error=error.code))
+        if request.exchange.response_started:
+            # Too late for a status line: cut the connection so the client sees a broken
+            # response rather than a clean-looking truncated one.
+            logger.error("error after the response started", exc_info=err)
+            await request.exchange.abort()
+            return
+        await request.exchange.respond_error(error)
+
+    async def _serve(self, request: _Request) -> None:
+        exchange = request.exchange
+        route = match_route(exchange.raw_path)
+        if route is None or exchange.method != "POST":
+            raise BedrockError(
+                "UnknownOperationException",
+                "The requested operation is not recognized by the service.",
+            )
+        request.model_id, operation = route
+        request.operation = operation
+        length = exchange.content_length()
+        if length is not None and length > self.config.max_body_bytes:
+            raise BodyTooLarge
+        fault = self.faults.next()
+        request.fault = fault
+        if not self.gate.try_enter():
+            raise BedrockError("ThrottlingException", _THROTTLED)
+        try:
+            body = await exchange.read_body(self.config.max_body_bytes)
+            spec = self.catalog.lookup(request.model_id)
+            await self._before_generation(
+                exchange, fault, spec.canonical_id, streaming=operation.endswith("stream")
+            )
+            call = Call(
+                exchange=exchange,
+                operation=operation,
+                model_id=request.model_id,
+                spec=spec,
+                body=body,
+                fault=fault,
+                runner=self.runner,
+                config=self.config,
+                finish=request.finish,
+            )
+            await HANDLERS[operation](call)
+        finally:
+            self.gate.leave()
+
+    async def _before_generation(
+        self, exchange: Exchange, fault: FaultKind | None, model_id: str, *, streaming: bool
+    ) -> None:
+        """Faults that strike before any generation, then the simulated latency."""
+        if fault is not None and fault in HTTP_FAULTS:
+            raise fault_error(fault, model_id)
+        if fault == "drop" and not streaming:
+            raise DropRequested
+        if fault == "stall" and not streaming:
+            await exchange.pause(self.config.stall_seconds)
+        if self.config.latency_ms:
+            await asyncio.sleep(self.config.latency_ms / 1000.0)
+
+
+def _too_large(limit: int) -> BedrockError:
+    return BedrockError(
+        "ValidationException",
+        "1 validation error detected: Value at 'body' failed to satisfy constraint: Member must "
+        f"have length less than or equal to {limit}",
+    )
+
+
+def create_app(backend: Backend, config: ServerConfig | None = None) -> BedrockApp:
+    """The ASGI app for ``backend``; run it with any ASGI server, or call it in-process.
+
+    The ``drop`` fault needs the connection handle that :func:`serve_in_background` and
+    ``bedrock-mistral serve`` provide; under another ASGI server it raises instead, and that
+    server closes the connection its own way.
+    """
+    return BedrockApp(backend, config)

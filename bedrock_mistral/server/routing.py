@@ -1,0 +1,73 @@
+"""Which operation and which model a request is for, read off the raw path.
+
+botocore percent-encodes the model id as one path segment, so an ARN arrives as
+``arn%3Aaws%3A...%3Afoundation-model%2Fmistral...``. We match on the raw path and only
+then decode the segment; a decoded ``/`` never splits the route (ref section 5.1).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Literal, get_args
+from urllib.parse import unquote
+
+from bedrock_mistral.errors import ValidationError
+from bedrock_mistral.models import MODELS, ModelSpec, resolve_model
+from bedrock_mistral.server.errors import BedrockError, invalid_model
+
+__all__ = ["OPERATIONS", "STREAMING", "ModelCatalog", "Operation", "match_route"]
+
+Operation = Literal[
+    "invoke", "invoke-with-response-stream", "converse", "converse-stream", "count-tokens"
+]
+OPERATIONS: tuple[Operation, ...] = get_args(Operation)
+_OPERATION_NAMES: dict[str, Operation] = {name: name for name in OPERATIONS}
+STREAMING: frozenset[str] = frozenset(("invoke-with-response-stream", "converse-stream"))
+_ROUTE = re.compile(rb"^/model/([^/]+)/([a-z-]+)/?$")
+_MAX_MODEL_ID = 2048
+
+
+def match_route(raw_path: bytes) -> tuple[str, Operation] | None:
+    """``(model_id, operation)`` for ``/model/{modelId}/{operation}``, else None."""
+    match = _ROUTE.match(raw_path.split(b"?", 1)[0])
+    if match is None or match.group(2).decode() not in OPERATIONS:
+        return None
+    segment = match.group(1).decode("latin-1")
+    return unquote(segment, errors="replace"), _OPERATION_NAMES[match.group(2).decode()]
+
+
+class ModelCatalog:
+    """The model ids this server answers, looked up the way Bedrock does."""
+
+    def __init__(self, model_ids: Sequence[str] | None = None) -> None:
+        ids = [spec.model_id for spec in MODELS] if model_ids is None else list(model_ids)
+        self._allowed = {resolve_model(model_id).canonical_id for model_id in ids}
+
+    @property
+    def model_ids(self) -> list[str]:
+        return sorted(self._allowed)
+
+    def lookup(self, model_id: str) -> ModelSpec:
+        """The spec behind an id, profile id or ARN; Bedrock's error when there is none."""
+        if (
+            not 1 <= len(model_id) <= _MAX_MODEL_ID
+            or model_id != model_id.strip()
+            or not (model_id.startswith("arn:") or "." in model_id)
+        ):
+            # Bedrock knows no aliases: "mistral-7b" is not a model id.
+            raise invalid_model()
+        try:
+            spec = resolve_model(model_id)
+        except ValidationError as err:
+            raise invalid_model() from err
+        if spec.canonical_id not in self._allowed:
+            raise invalid_model()
+        if spec.profile_only and model_id == spec.canonical_id:
+            raise BedrockError(
+                "ValidationException",
+                f"Invocation of model ID {model_id} with on-demand throughput isn\u2019t "
+                "supported. Retry your request with the ID or ARN of an inference profile that "
+                "contains this model.",
+            )
+        return spec

@@ -1,0 +1,201 @@
+"""Run the server: in a background thread for tests and scripts, or in the foreground.
+
+``serve_in_background`` binds the socket itself (port 0 picks a free port), so the URL
+is known before the first request, starts uvicorn in a thread, waits for its "started"
+flag, and on exit asks it to stop and joins the thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
+
+from bedrock_mistral.backends.base import Backend
+from bedrock_mistral.errors import BackendUnavailableError, ConfigurationError
+from bedrock_mistral.server.app import BedrockApp
+from bedrock_mistral.server.config import DEFAULT_MAX_BODY_BYTES, ServerConfig
+from bedrock_mistral.server.stats import ServerStats
+
+if TYPE_CHECKING:
+    import uvicorn
+
+__all__ = ["LocalServer", "load_backend", "run_server", "serve_in_background"]
+
+logger = logging.getLogger("bedrock_mistral.server")
+
+BackendChoice = Literal["echo", "local"] | Backend
+_START_TIMEOUT_S = 30.0
+
+
+class LocalServer(str):
+    """The base URL of a running server (pass it as boto3's ``endpoint_url``), plus its stats.
+
+    >>> with serve_in_background() as url:          # doctest: +SKIP
+    ...     boto3.client("bedrock-runtime", endpoint_url=url, region_name="us-east-1")
+    ...     url.stats.requests[-1].status
+    """
+
+    stats: ServerStats
+    app: BedrockApp
+
+    def __new__(cls, url: str, *, app: BedrockApp) -> LocalServer:
+        server = super().__new__(cls, url)
+        server.app = app
+        server.stats = app.stats
+        return server
+
+    @property
+    def url(self) -> str:
+        return str(self)
+
+    @property
+    def config(self) -> ServerConfig:
+        return self.app.config
+
+
+def load_backend(choice: BackendChoice, *, local_model: str | None = None) -> Backend:
+    """``"echo"``, ``"local"`` (the bundled model unless ``local_model``), or a backend object."""
+    if not isinstance(choice, str):
+        return choice
+    if choice == "echo":
+        from bedrock_mistral.backends.echo import EchoBackend
+
+        return EchoBackend()
+    if choice == "local":
+        try:
+            from bedrock_mistral.backends.local import LocalBackend
+        except ImportError as err:
+            raise BackendUnavailableError(
+                f"the local backend cannot be imported ({err}); install it with "
+                "`pip install 'bedrock-mistral[local]'` or use --backend echo"
+            ) from err
+        backend: Backend = LocalBackend(local_model)
+        return backend
+    raise ConfigurationError(f"unknown backend {choice!r}; use 'local', 'echo' or a Backend object")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+    # says TCP, and without it Nagle + delayed ACKs add ~40 ms to every response.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port} ({err}); pick another --port, or 0 for a free one"
+        ) from err
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def _uvicorn_server(app: BedrockApp, *, log_level: str, graceful_s: int) -> uvicorn.Server:
+    import uvicorn
+
+    from bedrock_mistral.server.protocol import DroppableH11Protocol
+
+    config = uvicorn.Config(
+        app,
+        http=DroppableH11Protocol,
+        lifespan="on",
+        log_config=None,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=graceful_s,
+        timeout_keep_alive=30,
+    )
+    return uvicorn.Server(config)
+
+
+@contextlib.contextmanager
+def serve_in_background(
+    backend: BackendChoice = "echo",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    model_ids: Sequence[str] | None = None,
+    max_concurrency: int | None = None,
+    latency_ms: float = 0,
+    faults: Mapping[str, float] | None = None,
+    fault_script: Sequence[str | None] = (),
+    seed: int | None = None,
+    midstream_after: int = 2,
+    stall_seconds: float = 30.0,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    workers: int | None = None,
+    log_level: str = "warning",
+) -> Iterator[LocalServer]:
+    """Start a Bedrock-compatible server in a thread; yield its URL; stop it on exit.
+
+    >>> with serve_in_background("echo", fault_script=["throttle"]) as url:  # doctest: +SKIP
+    ...     client = boto3.client("bedrock-runtime", endpoint_url=url, region_name="us-east-1")
+    """
+    config = ServerConfig(
+        model_ids=tuple(model_ids) if model_ids is not None else None,
+        max_concurrency=max_concurrency,
+        latency_ms=latency_ms,
+        faults=dict(faults or {}),
+        fault_script=tuple(fault_script),
+        seed=seed,
+        midstream_after=midstream_after,
+        stall_seconds=stall_seconds,
+        max_body_bytes=max_body_bytes,
+        workers=workers,
+    )
+    app = BedrockApp(load_backend(backend), config)
+    sock = _bind(host, port)
+    server = _uvicorn_server(app, log_level=log_level, graceful_s=1)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="bedrock-mistral-server", daemon=True
+    )
+    thread.start()
+    try:
+        _wait_started(server, thread)
+        yield LocalServer(_url(sock), app=app)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10.0)
+        app.runner.shutdown()
+        sock.close()
+
+
+def _wait_started(server: uvicorn.Server, thread: threading.Thread) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive():
+            raise ConfigurationError(
+                "the server thread exited during startup; run with log_level='debug' to see why"
+            )
+        if time.monotonic() > deadline:
+            raise ConfigurationError(f"the server did not start within {_START_TIMEOUT_S:g}s")
+        time.sleep(0.005)
+
+
+def run_server(
+    app: BedrockApp, *, host: str, port: int, log_level: str = "info", on_ready: object = None
+) -> None:
+    """Serve ``app`` in the foreground until Ctrl-C; ``on_ready(url)`` runs once listening."""
+    sock = _bind(host, port)
+    server = _uvicorn_server(app, log_level=log_level, graceful_s=5)
+    if callable(on_ready):
+        on_ready(_url(sock))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        app.runner.shutdown()
+        sock.close()

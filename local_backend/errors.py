@@ -1,0 +1,46 @@
+"""Errors of the local backend, kept free of bedrock_mistral so the package stands alone.
+
+::
+
+    LocalBackendError
+    ├── CheckpointError (ValueError)          a checkpoint that cannot be used as it is
+    │   ├── CheckpointNotFoundError (FileNotFoundError)   a file the checkpoint needs is missing
+    │   ├── UnsupportedArchitectureError      not a Mistral/Mixtral causal LM
+    │   └── ShapeMismatchError                a tensor's shape disagrees with the config
+    └── TokenizerError (ValueError)           no usable tokenizer
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "LocalBackendError",
+    "ShapeMismatchError",
+    "TokenizerError",
+    "UnsupportedArchitectureError",
+]
+
+
+class LocalBackendError(Exception):
+    """Base of every error raised by local_backend."""
+
+
+class CheckpointError(LocalBackendError, ValueError):
+    """The checkpoint (config or weights) cannot be used as it is."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A file the checkpoint needs is not on disk."""
+
+
+class UnsupportedArchitectureError(CheckpointError):
+    """The checkpoint is not a MistralForCausalLM / MixtralForCausalLM."""
+
+
+class ShapeMismatchError(CheckpointError):
+    """A tensor in the checkpoint does not have the shape its config implies."""
+
+
+class TokenizerError(LocalBackendError, ValueError):
+    """No usable SentencePiece tokenizer was found for this checkpoint."""
