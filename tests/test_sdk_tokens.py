@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mistral_common.protocol.instruct.messages import AssistantMessage, SystemMessage, UserMessage
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
@@ -74,3 +76,26 @@ def test_backend_token_counter_wins_and_bounds_the_window() -> None:
     client = MistralClient(backend=Counting())
     assert client.counter.context_window == 100
     assert client.count_tokens("abc") == len("<s> [INST] abc [/INST]")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300), st.sampled_from(["mistral-7b", "mistral-large-2407"]))
+def test_upper_bound_is_never_below_the_count(text: str, alias: str) -> None:
+    counter = PromptCounter(resolve_model(alias), object())
+    prompt = format_prompt([{"role": "user", "content": text}])
+    bound = counter.upper_bound(prompt)
+    assert bound is not None
+    assert bound >= counter.count_prompt(prompt)
+
+
+def test_upper_bound_defers_to_a_backends_own_counter() -> None:
+    class Counting:
+        def count_tokens(self, prompt: str) -> int:
+            return 1
+
+        @property
+        def context_window(self) -> int | None:
+            return None
+
+    counter = PromptCounter(resolve_model("mistral-7b"), Counting())
+    assert counter.upper_bound("<s> [INST] hi [/INST]") is None
