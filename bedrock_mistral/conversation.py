@@ -106,7 +106,7 @@ class Conversation:
                 request = self.client.prepare([*head, *body, user], **merged)
             except ContextWindowError as err:
                 if len(body) < 2:
-                    raise
+                    raise self._too_long(err) from err
                 cut = self._pairs_to_drop(
                     body, err.prompt_tokens + err.max_tokens - err.context_window
                 )
@@ -114,6 +114,19 @@ class Conversation:
                 body = body[cut:]
                 continue
             return request, dropped, user
+
+    def _too_long(self, err: ContextWindowError) -> ContextWindowError:
+        """The client's error says "use a Conversation"; here the turn itself is too long."""
+        how = "" if self.client.counter.exact else " (estimated)"
+        return ContextWindowError(
+            f"this message does not fit even with every earlier turn dropped: prompt "
+            f"({err.prompt_tokens} tokens{how}) + max_tokens ({err.max_tokens}) exceeds the "
+            f"{err.context_window}-token context window of {self.client.model_id}; shorten the "
+            "message (or the system prompt), or lower max_tokens",
+            prompt_tokens=err.prompt_tokens,
+            max_tokens=err.max_tokens,
+            context_window=err.context_window,
+        )
 
     def _pairs_to_drop(self, body: list[Message], excess: int) -> int:
         """Leading messages (whole user/assistant pairs) to drop to shed ``excess`` tokens."""

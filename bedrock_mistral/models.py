@@ -58,6 +58,9 @@ class ModelSpec:
     converse_system: bool = True
     converse_tools: bool = True
     profile_only: bool = False
+    # Geographies (``us``, ``eu``) of the model's cross-region inference profiles:
+    # () when it has none, None when unknown (then any profile prefix is taken on trust).
+    profile_geos: tuple[str, ...] | None = None
     known: bool = True
     canonical_id: str = ""
 
@@ -116,6 +119,7 @@ def _text(
         output_price_per_1k=price[1],
         converse_system=system,
         converse_tools=tools,
+        profile_geos=(),  # ref section 1: no inference profiles
     )
 
 
@@ -128,6 +132,7 @@ def _chat(
     max_out: int,
     price: tuple[float | None, float | None],
     profile_only: bool = False,
+    profile_geos: tuple[str, ...] | None = None,
 ) -> ModelSpec:
     return ModelSpec(
         model_id=model_id,
@@ -143,6 +148,7 @@ def _chat(
         input_price_per_1k=price[0],
         output_price_per_1k=price[1],
         profile_only=profile_only,
+        profile_geos=profile_geos,
     )
 
 
@@ -162,7 +168,8 @@ MODELS: tuple[ModelSpec, ...] = (
     _chat("mistral.mistral-large-2407-v1:0", "mistral-large-2407", "Mistral Large 2 (24.07)",
           context=128_000, max_out=8_192, price=(0.002, 0.006)),
     _chat("mistral.pixtral-large-2502-v1:0", "pixtral-large", "Pixtral Large (25.02)",
-          context=128_000, max_out=16_384, price=(0.002, 0.006), profile_only=True),
+          context=128_000, max_out=16_384, price=(0.002, 0.006), profile_only=True,
+          profile_geos=("us", "eu")),
     _chat("mistral.mistral-large-3-675b-instruct", "mistral-large-3", "Mistral Large 3",
           context=256_000, max_out=32_768, price=(0.0005, 0.0015)),
     _chat("mistral.magistral-small-2509", "magistral-small", "Magistral Small (25.09)",
@@ -238,7 +245,9 @@ def resolve_model(model: str) -> ModelSpec:
     neither an alias nor an id is an error listing the known aliases.
     """
     if not isinstance(model, str) or not model.strip():
-        raise ValidationError.out_of_range("model", model, f"one of {', '.join(known_aliases())}, or a Bedrock model id")
+        raise ValidationError.out_of_range(
+            "model", model, f"one of {', '.join(known_aliases())}, or a Bedrock model id"
+        )
     model = model.strip()
     alias_hit = _BY_ALIAS.get(model.lower())
     if alias_hit is not None:

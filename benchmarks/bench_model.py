@@ -2,11 +2,16 @@
 
 Both run in this process on the same random Mixtral checkpoint (written once per config in
 fp32, loaded by each side in the dtype under test), interleaved round by round so a busy
-machine slows both alike; ratios are what to read, absolute numbers move with the load.
+machine slows both alike: read the ratios; absolute numbers move with the machine's load.
 
-The roofline is the bytes of weights one decode token must read (attention, router, the k
-routed experts of every layer, final norm and lm_head) divided by the copy bandwidth this
-script measures itself (``dst.copy_(src)`` on 1 GiB, counting bytes read + written).
+- decode: batch-1 greedy generation; every new token is timestamped (transformers through a
+  ``streamer``, ours as ``generate`` yields it), a round's figure is the median step time and
+  the table shows the best round of each side.
+- prefill: one forward of a ``--prefill-tokens`` prompt into an empty cache, last-position
+  logits only (what ``generate`` does first), best round.
+- roofline: the weight bytes one decode token must read (attention, router, the k routed
+  experts of every layer, final norm and lm_head) divided by the copy bandwidth measured here
+  (``dst.copy_(src)`` on 1 GiB, counting bytes read + written, best of 5).
 
     python benchmarks/bench_model.py                      # tiny and medium, fp32 and bf16
     python benchmarks/bench_model.py --configs tiny --dtypes float32 --rounds 3
@@ -14,12 +19,19 @@ script measures itself (``dst.copy_(src)`` on 1 GiB, counting bytes read + writt
 
 from __future__ import annotations
 
+import os
+
+# Set before torch starts OpenMP, for both sides alike: on a shared machine, spinning OpenMP
+# workers burn their time slices waiting at barriers (2-4x slower decode for everyone).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +40,9 @@ from transformers import MixtralForCausalLM
 
 import local_backend
 from local_backend.checkpoint import TORCH_DTYPES, save_pretrained
-from local_backend.config import PRESETS, ModelConfig
+from local_backend.config import PRESETS, DType, ModelConfig
+from local_backend.decode import decode_step
 from local_backend.model import Transformer
-from local_backend.runtime import LocalModel
 
 GIB = 1 << 30
 
@@ -48,7 +60,7 @@ def copy_bandwidth(n_bytes: int = GIB, repeats: int = 5) -> float:
 
 
 def decode_bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> int:
-    """Weight bytes one decode step reads: everything except the unrouted experts and embeddings."""
+    """Weight bytes one decode step reads: all but the unrouted experts and the embeddings."""
     h, d, i = config.dim, config.head_dim, config.hidden_dim
     attn = h * (config.n_heads + 2 * config.n_kv_heads) * d + config.n_heads * d * h
     ffn = 3 * h * i
@@ -59,71 +71,108 @@ def decode_bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> int:
     return total * torch.finfo(dtype).bits // 8
 
 
-def timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+class _Stamps:
+    """A transformers streamer that only records when each new token arrives."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def put(self, value: Any) -> None:
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
 
 
-class Pair:
-    """Ours and transformers' model on one checkpoint and dtype, with the measurements."""
+def _step_time(times: list[float]) -> float:
+    """Median gap between consecutive tokens (the first gap includes the prefill: skipped)."""
+    gaps = [b - a for a, b in itertools.pairwise(times[1:])]
+    return statistics.median(gaps)
 
-    def __init__(self, path: Path, dtype: str) -> None:
-        self.ours: LocalModel = local_backend.load(path, dtype=dtype)
-        self.ref: Any = MixtralForCausalLM.from_pretrained(path, dtype=TORCH_DTYPES[dtype]).eval()  # type: ignore[index]
-        self.ref.generation_config.eos_token_id = None
-        self.ref.generation_config.pad_token_id = 0
 
-    def ours_generate(self, prompt: list[int], n: int) -> None:
-        self.ours.generate(prompt, n, stop_at_eos=False)
+@dataclass
+class Sides:
+    """Ours and transformers' model on one checkpoint and dtype."""
 
-    def ref_generate(self, prompt: list[int], n: int) -> None:
-        ids = torch.tensor([prompt])
+    ours: Any
+    ref: Any
+
+    @classmethod
+    def load(cls, path: Path, dtype: DType) -> Sides:
+        ref: Any = MixtralForCausalLM.from_pretrained(path, dtype=TORCH_DTYPES[dtype])
+        ref.eval()
+        ref.generation_config.eos_token_id = None
+        ref.generation_config.pad_token_id = 0
+        return cls(local_backend.load(path, dtype=dtype), ref)
+
+    def ours_decode(self, prompt: list[int], n: int) -> float:
+        times = [time.perf_counter()]
+        for _ in self.ours.iter_tokens(prompt, n, stop_at_eos=False):
+            times.append(time.perf_counter())
+        return _step_time(times)
+
+    def ref_decode(self, prompt: list[int], n: int) -> float:
+        stamps = _Stamps()
         with torch.inference_mode():
-            self.ref.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+            self.ref.generate(
+                torch.tensor([prompt]),
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                streamer=stamps,
+            )
+        return _step_time(stamps.times)
 
-    def ours_prefill(self, prompt: list[int]) -> None:
+    def ours_prefill(self, prompt: list[int]) -> float:
+        start = time.perf_counter()
         with torch.inference_mode():
             cache = self.ours.model.new_cache(1, capacity=len(prompt) + 1)
             self.ours.model.forward_last(torch.tensor([prompt]), cache)
+        return time.perf_counter() - start
 
-    def ref_prefill(self, prompt: list[int]) -> None:
+    def ref_prefill(self, prompt: list[int]) -> float:
+        start = time.perf_counter()
         with torch.inference_mode():
             self.ref(input_ids=torch.tensor([prompt]), use_cache=True, logits_to_keep=1)
+        return time.perf_counter() - start
 
 
-def measure(pair: Pair, *, prompt_len: int, decode_tokens: int, prefill_len: int, rounds: int) -> dict[str, float]:
-    """Median over interleaved rounds of decode s/token and prefill s/prompt, per side."""
+def measure(sides: Sides, args: argparse.Namespace) -> dict[str, float]:
+    """Best (lowest) decode s/token and prefill s/prompt of each side over interleaved rounds."""
     gen = torch.Generator().manual_seed(0)
-    vocab = pair.ours.config.vocab_size
-    prompt = torch.randint(3, vocab, (prompt_len,), generator=gen).tolist()
-    long_prompt = torch.randint(3, vocab, (prefill_len,), generator=gen).tolist()
-    samples: dict[str, list[float]] = {k: [] for k in ("ours_decode", "ref_decode", "ours_prefill", "ref_prefill")}
-    pair.ours_generate(prompt, 2)  # warm-up
-    pair.ref_generate(prompt, 2)
-    for _ in range(rounds):
-        for side in ("ours", "ref"):
-            generate = getattr(pair, f"{side}_generate")
-            one = timed(lambda g=generate: g(prompt, 1))
-            many = timed(lambda g=generate: g(prompt, decode_tokens + 1))
-            samples[f"{side}_decode"].append(max(many - one, 1e-9) / decode_tokens)
-            samples[f"{side}_prefill"].append(timed(lambda s=side: getattr(pair, f"{s}_prefill")(long_prompt)))
-    return {k: statistics.median(v) for k, v in samples.items()}
+    vocab = sides.ours.config.vocab_size
+    prompt = torch.randint(3, vocab, (args.prompt_tokens,), generator=gen).tolist()
+    long_prompt = torch.randint(3, vocab, (args.prefill_tokens,), generator=gen).tolist()
+    runs: dict[str, Callable[[], float]] = {
+        "ours_decode": lambda: sides.ours_decode(prompt, args.decode_tokens),
+        "ref_decode": lambda: sides.ref_decode(prompt, args.decode_tokens),
+        "ours_prefill": lambda: sides.ours_prefill(long_prompt),
+        "ref_prefill": lambda: sides.ref_prefill(long_prompt),
+    }
+    sides.ours_decode(prompt, 4)  # warm-up
+    sides.ref_decode(prompt, 4)
+    samples: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(args.rounds):
+        for key, run in runs.items():
+            samples[key].append(run())
+    return {k: min(v) for k, v in samples.items()}
 
 
-def window_scaling(config: ModelConfig, window: int, dtype: str, steps: int = 16) -> list[tuple[int, float, int]]:
+def window_scaling(
+    config: ModelConfig, window: int, dtype: DType, steps: int = 32
+) -> list[tuple[int, float, int]]:
     """(position, ms per decode token, KV-cache bytes) at 1x, 4x and 8x the window."""
-    model = Transformer(replace(config, sliding_window=window, dtype=dtype)).to(TORCH_DTYPES[dtype]).eval()  # type: ignore[arg-type]
+    model = Transformer(replace(config, sliding_window=window, dtype=dtype))
+    model = model.to(TORCH_DTYPES[dtype]).eval()
     rows = []
     with torch.inference_mode():
         cache = model.new_cache(1)
-        token = torch.tensor([[5]])
         for mult in (1, 4, 8):
             while cache.seq_len < mult * window - steps:
-                model.forward_last(token, cache)
+                decode_step(model, 5, cache)
             start = time.perf_counter()
             for _ in range(steps):
-                model.forward_last(token, cache)
+                decode_step(model, 5, cache)
             rows.append((cache.seq_len, (time.perf_counter() - start) / steps * 1e3, cache.nbytes))
     return rows
 
@@ -134,42 +183,63 @@ def run_config(name: str, args: argparse.Namespace, bandwidth: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         save_pretrained(Transformer(config), config, tmp, dtype="float32")
         for dtype in args.dtypes:
-            pair = Pair(Path(tmp), dtype)
-            r = measure(pair, prompt_len=args.prompt_tokens, decode_tokens=args.decode_tokens,
-                        prefill_len=args.prefill_tokens, rounds=args.rounds)
-            roof = bandwidth / decode_bytes_per_token(config, TORCH_DTYPES[dtype])  # type: ignore[index]
-            ours_tps, ref_tps = 1 / r["ours_decode"], 1 / r["ref_decode"]
-            ours_pf, ref_pf = args.prefill_tokens / r["ours_prefill"], args.prefill_tokens / r["ref_prefill"]
-            print(
-                f"| {name} | {dtype} | {ours_tps:8.1f} ({ours_tps / roof:4.0%}) | {ref_tps:8.1f} ({ref_tps / roof:4.0%}) "
-                f"| {ours_tps / ref_tps:5.2f}x | {roof:8.1f} | {ours_pf:8.0f} | {ref_pf:8.0f} | {ours_pf / ref_pf:5.2f}x |",
-                flush=True,
-            )
-            del pair
+            sides = Sides.load(Path(tmp), dtype)
+            r = measure(sides, args)
+            roof = bandwidth / decode_bytes_per_token(config, TORCH_DTYPES[dtype])
+            ours, ref = 1 / r["ours_decode"], 1 / r["ref_decode"]
+            ours_pf = args.prefill_tokens / r["ours_prefill"]
+            ref_pf = args.prefill_tokens / r["ref_prefill"]
+            cells = [
+                name,
+                dtype,
+                f"{ours:.1f} ({ours / roof:.0%})",
+                f"{ref:.1f} ({ref / roof:.0%})",
+                f"**{ours / ref:.2f}x**",
+                f"{roof:.1f}",
+                f"{ours_pf:.0f}",
+                f"{ref_pf:.0f}",
+                f"**{ours_pf / ref_pf:.2f}x**",
+            ]
+            print("| " + " | ".join(cells) + " |", flush=True)
+            del sides
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=["tiny", "medium"], choices=["tiny", "medium"])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
-    parser.add_argument("--prompt-tokens", type=int, default=16, help="prompt before the timed decode")
-    parser.add_argument("--decode-tokens", type=int, default=32, help="timed decode steps per round")
-    parser.add_argument("--prefill-tokens", type=int, default=256, help="prompt length for prefill")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
-    parser.add_argument("--window", type=int, default=128, help="window for the flat-cost check (0: skip)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--configs", nargs="+", default=["tiny", "medium"], choices=["tiny", "medium"]
+    )
+    parser.add_argument(
+        "--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"]
+    )
+    parser.add_argument("--prompt-tokens", type=int, default=16, help="prompt before decoding")
+    parser.add_argument("--decode-tokens", type=int, default=24, help="decode steps per round")
+    parser.add_argument("--prefill-tokens", type=int, default=256, help="prompt for prefill")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best kept)")
+    parser.add_argument("--window", type=int, default=128, help="window of the flat-cost check")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     bandwidth = copy_bandwidth()
-    print(f"threads {torch.get_num_threads()}, copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write)\n")
-    print("| config | dtype | ours decode tok/s (% roofline) | transformers decode tok/s (% roofline) "
-          "| decode ratio | roofline tok/s | ours prefill tok/s | transformers prefill tok/s | prefill ratio |")
+    print(
+        f"threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+        f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write)\n"
+    )
+    print(
+        "| config | dtype | ours decode tok/s (% roofline) | transformers decode tok/s "
+        "(% roofline) | decode | roofline tok/s | ours prefill tok/s "
+        "| transformers prefill tok/s | prefill |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.configs:
         run_config(name, args, bandwidth)
     if args.window:
-        print(f"\nsliding window W={args.window}, tiny config, float32: decode cost past the window")
+        print(
+            f"\nsliding window W={args.window}, tiny config, float32: decode cost past the window"
+        )
         print("| position | ms / token | KV-cache bytes |\n|---|---|---|")
         for pos, ms, nbytes in window_scaling(PRESETS["tiny"], args.window, "float32"):
             print(f"| {pos} | {ms:.2f} | {nbytes:,} |")

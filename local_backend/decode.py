@@ -24,27 +24,32 @@ def rms_norm(x: Tensor, norm: RMSNorm) -> Tensor:
     """RMSNorm of a vector [H], as :class:`RMSNorm` (float32 statistics)."""
     if x.dtype == torch.float32:  # one fused call; same products as RMSNorm in float32
         return F.rms_norm(x, norm.weight.shape, norm.weight, norm.eps)
-    return norm(x)
+    out: Tensor = norm(x)
+    return out
 
 
-def attention_step(attn: Attention, h: Tensor, rot: Tensor, kv: LayerKV, slot: int, n: int) -> Tensor:
-    """h [H] -> attention output [H]; writes this position's key/value into ``slot``."""
+def attention_step(
+    attn: Attention, x: Tensor, h: Tensor, rot: Tensor, kv: LayerKV, slot: int, n: int
+) -> Tensor:
+    """Residual x [H] + attention of the normed h [H]; writes this position's key/value."""
     nh, nkv, d = attn.n_heads, attn.n_kv_heads, attn.head_dim
-    qk, v = torch.mv(attn.wqkv.weight, h).view(nh + 2 * nkv, d).split([nh + nkv, nkv])
-    q, k = torch.mm(qk, rot).split([nh, nkv])  # RoPE at this position for q and k
+    qk, v = torch.split(torch.mv(attn.wqkv.weight, h).view(nh + 2 * nkv, d), [nh + nkv, nkv])
+    q, k = torch.split(torch.mm(qk, rot), [nh, nkv])  # RoPE at this position for q and k
     kv.k[0, :, slot].copy_(k)
     kv.v[0, :, slot].copy_(v)
     q = q.view(nkv, nh // nkv, d)  # query head j = kv head j // g, row j % g
-    out = F.scaled_dot_product_attention(q, kv.k[0, :, :n], kv.v[0, :, :n])  # [nkv, g, d]
-    return torch.mv(attn.wo.weight, out.reshape(nh * d))
+    scores = torch.bmm(q, kv.k[0, :, :n].transpose(1, 2)).mul_(d**-0.5)  # [nkv, g, n]
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    out = torch.bmm(probs, kv.v[0, :, :n])  # [nkv, g, d]
+    return torch.addmv(x, attn.wo.weight, out.view(nh * d))
 
 
-def ffn_step(ff: FeedForward | MoeFeedForward, h: Tensor) -> Tensor:
-    """h [H] -> feed-forward output [H] (dense SwiGLU, or the routed experts only)."""
+def ffn_step(ff: FeedForward | MoeFeedForward, x: Tensor, h: Tensor) -> Tensor:
+    """Residual x [H] + feed-forward of the normed h [H] (dense, or the routed experts only)."""
     if isinstance(ff, MoeFeedForward):
-        return ff.decode_one(h, torch.mv(ff.gate.weight, h).tolist())
-    gate_up = torch.mv(ff.w13.weight, h)
-    return torch.mv(ff.w2.weight, F.silu(gate_up[: ff.hidden_dim]) * gate_up[ff.hidden_dim :])
+        return ff.decode_one(h, torch.mv(ff.gate.weight, h).tolist(), x)
+    gate, up = torch.mv(ff.w13.weight, h).chunk(2)
+    return torch.addmv(x, ff.w2.weight, F.silu(gate) * up)
 
 
 def decode_step(model: Transformer, token: int, cache: KVCache) -> Tensor:
@@ -55,8 +60,8 @@ def decode_step(model: Transformer, token: int, cache: KVCache) -> Tensor:
     (_, _, slot), n = plan.writes[0], plan.n_after
     x = model.tok_embeddings.weight[token]  # [H]
     rot = model.rotary.matrix(plan.start, x.dtype, x.device)
-    for layer, kv in zip(model.layers, cache.layers):
-        x = x + attention_step(layer.attention, rms_norm(x, layer.attention_norm), rot, kv, slot, n)
-        x = x + ffn_step(layer.feed_forward, rms_norm(x, layer.ffn_norm))
+    for layer, kv in zip(model.blocks, cache.layers, strict=True):
+        x = attention_step(layer.attention, x, rms_norm(x, layer.attention_norm), rot, kv, slot, n)
+        x = ffn_step(layer.feed_forward, x, rms_norm(x, layer.ffn_norm))
     cache.advance(1)
     return torch.mv(model.output.weight, rms_norm(x, model.norm))

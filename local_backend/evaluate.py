@@ -185,6 +185,7 @@ def render(report: Report) -> None:
     """Print the report as rich tables."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console()
     table = Table(title="Held-out exact match (temperature 0)")
@@ -199,7 +200,7 @@ def render(report: Report) -> None:
             question, expected, got = result.failures[0]
             failure = f"{question!r}: {expected!r} -> {got!r}"
         table.add_row(
-            family, str(result.correct), str(result.total), f"{result.accuracy:.1%}", failure
+            family, str(result.correct), str(result.total), f"{result.accuracy:.1%}", Text(failure)
         )
     console.print(table)
     if report.recall_by_distance:

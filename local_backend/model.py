@@ -9,6 +9,7 @@ serves (with a :class:`~local_backend.cache.KVCache`).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -66,12 +67,16 @@ class RotaryTable:
         self._tables: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
         self._swaps: dict[tuple[torch.dtype, torch.device], Tensor] = {}
 
-    def get(self, start: int, length: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    def get(
+        self, start: int, length: int, dtype: torch.dtype, device: torch.device
+    ) -> tuple[Tensor, Tensor]:
         """cos, signed sin [S, 1, d] for positions start .. start+length-1."""
         end = start + length
         cos, sin = self._tables.get((dtype, device), (None, None))
         if cos is None or sin is None or cos.shape[0] < end:
-            cos, sin = self._build(max(end, 2 * (0 if cos is None else cos.shape[0]), 256), dtype, device)
+            cos, sin = self._build(
+                max(end, 2 * (0 if cos is None else cos.shape[0]), 256), dtype, device
+            )
             self._tables[(dtype, device)] = (cos, sin)
         return cos[start:end], sin[start:end]
 
@@ -99,14 +104,16 @@ class RotaryTable:
         cos, sin = angle.cos(), angle.sin()
         cos_full = torch.cat([cos, cos], dim=-1)
         sin_signed = torch.cat([-sin, sin], dim=-1)
-        return (cos_full[:, None, :].to(device=device, dtype=dtype),
-                sin_signed[:, None, :].to(device=device, dtype=dtype))
+        return (
+            cos_full[:, None, :].to(device=device, dtype=dtype),
+            sin_signed[:, None, :].to(device=device, dtype=dtype),
+        )
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin_signed: Tensor) -> Tensor:
     """Rotate ``x`` [B, S, n, d] by tables [S, 1, d]: element r pairs with r + d/2."""
     half = x.shape[-1] // 2
-    swapped = x.unflatten(-1, (2, half)).flip(-2).flatten(-2)  # [x2, x1]
+    swapped = x.view(*x.shape[:-1], 2, half).flip(-2).view(x.shape)  # [x2, x1]
     return torch.addcmul(x * cos, swapped, sin_signed)
 
 
@@ -185,10 +192,19 @@ class MoeFeedForward(nn.Module):
         logits = linear(x, self.gate.weight)
         return (logits, *select_experts(logits, self.top_k))
 
-    def expert(self, e: int, x: Tensor) -> Tensor:
-        """Expert ``e`` on its tokens x [n, H] -> [n, H]."""
+    def expert(
+        self, e: int, x: Tensor, *, residual: Tensor | None = None, alpha: float = 1.0
+    ) -> Tensor:
+        """Expert ``e`` on its tokens x [n, H] -> [n, H].
+
+        With ``residual`` (one token, x [H]): ``residual + alpha * expert(x)`` in one fused
+        call, which is how a decode step adds the routed experts to the residual stream.
+        """
         gate, up = linear(x, self.w13[e]).chunk(2, dim=-1)
-        return linear(F.silu(gate) * up, self.w2[e])
+        act = F.silu(gate) * up
+        if residual is not None:
+            return torch.addmv(residual, self.w2[e], act, alpha=alpha)
+        return linear(act, self.w2[e])
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         # x: [B, S, H] -> out [B, S, H], router logits [B*S, E]
@@ -196,24 +212,26 @@ class MoeFeedForward(nn.Module):
         flat = x.reshape(-1, shape[-1])  # [T, H]
         if flat.shape[0] == 1 and not torch.is_grad_enabled():
             logits = linear(flat, self.gate.weight)  # [1, E]
-            return self.decode_one(flat, logits[0].tolist()).view(shape), logits
+            token = flat.view(-1)
+            out = self.decode_one(token, logits[0].tolist(), torch.zeros_like(token))
+            return out.view(shape), logits
         logits, weights, experts = self.route(flat)
         return self._dispatch(flat, weights, experts).view(shape), logits
 
-    def decode_one(self, x: Tensor, logits: list[float]) -> Tensor:
-        """One token x ([H] or [1, H]) with its router ``logits``: pick the k experts in Python,
-        run only those, accumulate in place.
+    def decode_one(self, x: Tensor, logits: list[float], residual: Tensor) -> Tensor:
+        """``residual`` + the routed experts' mix for one token x [H] with router ``logits``.
 
-        Top-k of the logits picks the same experts as top-k of the softmax, and the softmax
-        over the k chosen logits equals the renormalised top-k probabilities (ref §5).
+        The k experts are picked in Python over E floats: top-k of the logits picks the same
+        experts as top-k of the softmax, and the softmax over the k chosen logits equals the
+        renormalised top-k probabilities (ref §5). Only those k experts run.
         """
         chosen = sorted(range(self.num_experts), key=logits.__getitem__, reverse=True)[: self.top_k]
         top = logits[chosen[0]]
         scores = [math.exp(logits[e] - top) for e in chosen]
         total = sum(scores)
-        out = self.expert(chosen[0], x).mul_(scores[0] / total)
-        for e, score in zip(chosen[1:], scores[1:]):
-            out.add_(self.expert(e, x), alpha=score / total)
+        out = residual
+        for e, score in zip(chosen, scores, strict=True):
+            out = self.expert(e, x, residual=out, alpha=score / total)
         return out
 
     def _dispatch(self, flat: Tensor, weights: Tensor, experts: Tensor) -> Tensor:
@@ -281,6 +299,11 @@ class Transformer(nn.Module):
             self.output.weight = self.tok_embeddings.weight
         if self.output.weight.device.type != "meta":
             self.init_weights()
+
+    @property
+    def blocks(self) -> list[TransformerBlock]:
+        """The layers, typed."""
+        return cast(list[TransformerBlock], list(self.layers))
 
     def init_weights(self, std: float = 0.02) -> None:
         """Normal(0, std) for every matrix, ones for the norms (transformers' scheme)."""

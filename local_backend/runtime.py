@@ -113,7 +113,7 @@ class LocalModel:
     ) -> TextStream:
         """Text deltas as tokens decode; ``stop_reason`` and counts are set when it ends."""
         tokenizer = self.tokenizer
-        tokens = self._tokens(
+        tokens = self.iter_tokens(
             prompt_tokens, max_new_tokens, temperature, top_p, top_k, seed, stop_at_eos
         )
         return TextStream(
@@ -127,16 +127,17 @@ class LocalModel:
     def _stop_ids(self, stop_at_eos: bool) -> frozenset[int]:
         return frozenset({self.config.eos_token_id}) if stop_at_eos else frozenset()
 
-    def _tokens(
+    def iter_tokens(
         self,
         prompt_tokens: Sequence[int],
         max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        top_k: int | None,
-        seed: int | None,
-        stop_at_eos: bool,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+        stop_at_eos: bool = True,
     ) -> Iterator[int]:
+        """The new token ids one at a time, as they are produced (no tokenizer needed)."""
         if not prompt_tokens:
             raise ValueError("prompt_tokens is empty: a prompt needs at least one token (e.g. BOS)")
         return token_stream(
@@ -178,7 +179,7 @@ class LocalModel:
                 pass
             return stream.token_ids
         return list(
-            self._tokens(
+            self.iter_tokens(
                 prompt_tokens, max_new_tokens, temperature, top_p, top_k, seed, stop_at_eos
             )
         )

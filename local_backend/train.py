@@ -91,7 +91,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     eval_every: int = 250
     eval_n: int = 24
-    ckpt_every: int = 50
+    ckpt_every: int = 25
     seed: int = 0
 
     def model_config(self, vocab_size: int) -> ModelConfig:
@@ -294,10 +294,12 @@ class ThreadTuner:
     waits for the descheduled thread), so neither fixed choice is right for a long run.
     """
 
-    def __init__(self, choices: Sequence[int], *, probe: int = 5, period: int = 150) -> None:
+    def __init__(self, choices: Sequence[int], *, probe: int = 4, period: int = 150) -> None:
         self.choices, self.probe, self.period = list(choices), probe, period
         self.times: dict[int, list[float]] = {c: [] for c in self.choices}
         self.best = self.choices[-1]
+        self.best_time = 0.0  # median step time of ``best`` when it was chosen
+        self.recent: list[float] = []
         self.countdown = 0  # steps left on ``best`` before probing again
         self.probing = list(self.choices)
 
@@ -307,19 +309,27 @@ class ThreadTuner:
     def record(self, seconds: float) -> None:
         if not self.probing:
             self.countdown -= 1
-            if self.countdown <= 0:
+            self.recent = [*self.recent[-(self.probe - 1) :], seconds]
+            slower = len(self.recent) == self.probe and _median(self.recent) > 1.3 * self.best_time
+            if self.countdown <= 0 or slower:  # the machine's load changed: measure again
                 self.probing = list(self.choices)
                 self.times = {c: [] for c in self.choices}
+                self.recent = []
             return
         current = self.probing[0]
         self.times[current].append(seconds)
         if len(self.times[current]) >= self.probe:
             self.probing.pop(0)
             if not self.probing:
-                medians = {c: sorted(t)[len(t) // 2] for c, t in self.times.items()}
+                medians = {c: _median(t) for c, t in self.times.items()}
                 self.best = min(medians, key=lambda c: medians[c])
+                self.best_time = medians[self.best]
                 self.countdown = self.period
                 logger.debug("threads: %s -> %d", medians, self.best)
+
+
+def _median(values: Sequence[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def pick_device(device: Device) -> torch.device:
@@ -336,6 +346,12 @@ def quick_eval(
     results, _ = score(model, tokenizer, heldout_samples(cfg.eval_n, WATCH_FAMILIES))
     model.train()
     return results
+
+
+def _fixed_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings a resumed run must share (its length and bookkeeping may change)."""
+    free = ("steps", "eval_every", "eval_n", "ckpt_every")
+    return {k: v for k, v in asdict(cfg).items() if k not in free}
 
 
 def train(cfg: TrainConfig, out: Path, *, resume: bool = False, device: Device = "auto") -> Path:
@@ -364,7 +380,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, device: Device =
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=dev, weights_only=True)
         saved = TrainConfig(**state["train_config"])
-        if replace(saved, steps=cfg.steps) != replace(cfg, steps=cfg.steps):
+        if _fixed_settings(saved) != _fixed_settings(cfg):
             raise SystemExit(f"{ckpt_path} was written with different settings: {saved}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -24,26 +24,62 @@ class Case:
 
 CASES = [
     # Mixtral with grouped-query heads (8 query / 2 KV) and a window shorter than the tests.
-    Case("mixtral-gqa-window", True, {"num_attention_heads": 8, "num_key_value_heads": 2,
-         "sliding_window": 5, "rope_theta": 5000.0, "num_local_experts": 4,
-         "num_experts_per_tok": 2}),
+    Case(
+        "mixtral-gqa-window",
+        True,
+        {
+            "num_attention_heads": 8,
+            "num_key_value_heads": 2,
+            "sliding_window": 5,
+            "rope_theta": 5000.0,
+            "num_local_experts": 4,
+            "num_experts_per_tok": 2,
+        },
+    ),
     # Dense Mistral, no window, explicit head_dim that is not hidden/heads, one KV head; sharded.
-    Case("mistral-nowindow-headdim", False, {"num_attention_heads": 4, "num_key_value_heads": 1,
-         "head_dim": 24, "sliding_window": None, "rope_theta": 1e6}, shard="40KB"),
+    Case(
+        "mistral-nowindow-headdim",
+        False,
+        {
+            "num_attention_heads": 4,
+            "num_key_value_heads": 1,
+            "head_dim": 24,
+            "sliding_window": None,
+            "rope_theta": 1e6,
+        },
+        shard="40KB",
+    ),
     # Tied embeddings, plain multi-head attention, window 6, top-1 of 3 experts.
-    Case("mixtral-tied-mha", True, {"num_attention_heads": 4, "num_key_value_heads": 4,
-         "sliding_window": 6, "tie_word_embeddings": True, "num_local_experts": 3,
-         "num_experts_per_tok": 1, "rms_norm_eps": 1e-6}),
+    Case(
+        "mixtral-tied-mha",
+        True,
+        {
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+            "sliding_window": 6,
+            "tie_word_embeddings": True,
+            "num_local_experts": 3,
+            "num_experts_per_tok": 1,
+            "rms_norm_eps": 1e-6,
+        },
+    ),
 ]
 
 VOCAB = 96
 
 
-def build_reference(case: Case, path: Path, *, vocab_size: int = VOCAB, seed: int = 0) -> torch.nn.Module:
+def build_reference(
+    case: Case, path: Path, *, vocab_size: int = VOCAB, seed: int = 0
+) -> torch.nn.Module:
     """Save a random transformers model for ``case`` into ``path``; return it (eager, eval)."""
     torch.manual_seed(seed)
-    common = {"vocab_size": vocab_size, "hidden_size": 64, "intermediate_size": 80,
-              "num_hidden_layers": 2, "max_position_embeddings": 256}
+    common = {
+        "vocab_size": vocab_size,
+        "hidden_size": 64,
+        "intermediate_size": 80,
+        "num_hidden_layers": 2,
+        "max_position_embeddings": 256,
+    }
     if case.moe:
         model: Any = MixtralForCausalLM(MixtralConfig(**common, **case.fields))
     else:
@@ -66,37 +102,54 @@ def write_consolidated(reference: Any, path: Path) -> None:
     cfg = reference.config
     head_dim = cfg.head_dim or cfg.hidden_size // cfg.num_attention_heads
     sd = {k: v.detach().clone().contiguous() for k, v in _hf_tensors(reference).items()}
-    out = {"tok_embeddings.weight": sd["model.embed_tokens.weight"], "norm.weight": sd["model.norm.weight"]}
+    out = {
+        "tok_embeddings.weight": sd["model.embed_tokens.weight"],
+        "norm.weight": sd["model.norm.weight"],
+    }
     if "lm_head.weight" in sd and not cfg.tie_word_embeddings:
         out["output.weight"] = sd["lm_head.weight"]
     for n in range(cfg.num_hidden_layers):
         p, o = f"model.layers.{n}.", f"layers.{n}."
         out[o + "attention_norm.weight"] = sd[p + "input_layernorm.weight"]
         out[o + "ffn_norm.weight"] = sd[p + "post_attention_layernorm.weight"]
-        out[o + "attention.wq.weight"] = to_original(sd[p + "self_attn.q_proj.weight"], cfg.num_attention_heads, head_dim)
-        out[o + "attention.wk.weight"] = to_original(sd[p + "self_attn.k_proj.weight"], cfg.num_key_value_heads, head_dim)
+        out[o + "attention.wq.weight"] = to_original(
+            sd[p + "self_attn.q_proj.weight"], cfg.num_attention_heads, head_dim
+        )
+        out[o + "attention.wk.weight"] = to_original(
+            sd[p + "self_attn.k_proj.weight"], cfg.num_key_value_heads, head_dim
+        )
         out[o + "attention.wv.weight"] = sd[p + "self_attn.v_proj.weight"]
         out[o + "attention.wo.weight"] = sd[p + "self_attn.o_proj.weight"]
         if hasattr(cfg, "num_local_experts"):
             out[o + "feed_forward.gate.weight"] = sd[p + "block_sparse_moe.gate.weight"]
             for e in range(cfg.num_local_experts):
                 for w in ("w1", "w2", "w3"):
-                    out[f"{o}feed_forward.experts.{e}.{w}.weight"] = sd[f"{p}block_sparse_moe.experts.{e}.{w}.weight"]
+                    out[f"{o}feed_forward.experts.{e}.{w}.weight"] = sd[
+                        f"{p}block_sparse_moe.experts.{e}.{w}.weight"
+                    ]
         else:
             for w, hf in (("w1", "gate_proj"), ("w2", "down_proj"), ("w3", "up_proj")):
                 out[f"{o}feed_forward.{w}.weight"] = sd[f"{p}mlp.{hf}.weight"]
     path.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in out.items()}, str(path / "consolidated.safetensors"))
     params: dict[str, Any] = {
-        "dim": cfg.hidden_size, "n_layers": cfg.num_hidden_layers, "head_dim": head_dim,
-        "hidden_dim": cfg.intermediate_size, "n_heads": cfg.num_attention_heads,
-        "n_kv_heads": cfg.num_key_value_heads, "norm_eps": cfg.rms_norm_eps,
-        "vocab_size": cfg.vocab_size, "rope_theta": cfg.rope_parameters["rope_theta"],
+        "dim": cfg.hidden_size,
+        "n_layers": cfg.num_hidden_layers,
+        "head_dim": head_dim,
+        "hidden_dim": cfg.intermediate_size,
+        "n_heads": cfg.num_attention_heads,
+        "n_kv_heads": cfg.num_key_value_heads,
+        "norm_eps": cfg.rms_norm_eps,
+        "vocab_size": cfg.vocab_size,
+        "rope_theta": cfg.rope_parameters["rope_theta"],
     }
     if cfg.sliding_window is not None:
         params["sliding_window"] = cfg.sliding_window
     if hasattr(cfg, "num_local_experts"):
-        params["moe"] = {"num_experts": cfg.num_local_experts, "num_experts_per_tok": cfg.num_experts_per_tok}
+        params["moe"] = {
+            "num_experts": cfg.num_local_experts,
+            "num_experts_per_tok": cfg.num_experts_per_tok,
+        }
     if cfg.tie_word_embeddings:
         params["tied_embeddings"] = True
     (path / "params.json").write_text(json.dumps(params))

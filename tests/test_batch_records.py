@@ -54,6 +54,15 @@ def test_jsonl_records_keep_ids_messages_prompts_params_and_metadata(tmp_path: P
     assert second.metadata == {"label": "x"}
 
 
+def test_a_single_stop_string_is_one_stop_sequence(tmp_path: Path) -> None:
+    # As MistralClient(stop="...") and `batch -p stop=...` take it.
+    line = json.dumps({"id": "s", "prompt": "x", "stop": "END"})
+    path = write_lines(tmp_path / "in.jsonl", [line])
+    parsed = read_input(path)
+    assert parsed.problems == []
+    assert parsed.records[0].params == {"stop": ["END"]}
+
+
 @pytest.mark.parametrize(
     ("line", "message", "record_id"),
     [

@@ -131,6 +131,12 @@ def test_control_plane_failure_is_a_note_not_an_error(control_plane: type[Contro
     assert result.exit_code == 0
     assert "access not checked: ListFoundationModels failed" in result.stderr
     assert "mistral-7b" in result.stdout
+    # doctor: nothing "above" failed, so the fix names what did.
+    with serve_in_background(backend="echo") as url:
+        doctor = run_cli("doctor", "--endpoint-url", url)
+    assert "! model access" in doctor.stdout
+    assert "fix the findings above first" not in doctor.stdout
+    assert "bedrock:ListFoundationModels" in doctor.stdout
 
 
 def test_doctor_without_aws_says_how_to_fix_it() -> None:

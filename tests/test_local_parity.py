@@ -17,7 +17,9 @@ SEQ = 23  # longer than every window in CASES, so the band mask is exercised
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[c.name for c in CASES])
-def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Case, Any, LocalModel, Path]:
+def pair(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Case, Any, LocalModel, Path]:
     case: Case = request.param
     path = tmp_path_factory.mktemp(case.name)
     reference = build_reference(case, path)
@@ -54,11 +56,15 @@ def test_cached_decode_across_the_window_matches(pair: tuple[Case, Any, LocalMod
     steps = [model.forward(tokens[:, :3], cache)]
     steps += [model.forward(tokens[:, t : t + 1], cache) for t in range(3, SEQ)]
     assert cache.seq_len == SEQ
-    torch.testing.assert_close(torch.cat(steps, dim=1), _reference_logits(reference, tokens), atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        torch.cat(steps, dim=1), _reference_logits(reference, tokens), atol=ATOL, rtol=0
+    )
 
 
 @pytest.mark.parametrize("chunks", [(4, 4, 4, 4, 4, 3), (9, 1, 13), (2, 21)], ids=str)
-def test_chunked_prefill_equals_one_shot(pair: tuple[Case, Any, LocalModel, Path], chunks: tuple[int, ...]) -> None:
+def test_chunked_prefill_equals_one_shot(
+    pair: tuple[Case, Any, LocalModel, Path], chunks: tuple[int, ...]
+) -> None:
     _, _, model, _ = pair
     tokens = _tokens()
     one_shot = model.forward(tokens)
@@ -78,9 +84,12 @@ def test_greedy_generation_token_for_token(pair: tuple[Case, Any, LocalModel, Pa
     assert ours == expected
     model.prefill_chunk = 3  # a chunked prefill changes nothing
     try:
-        assert model.generate(_tokens(1, 11, 8)[0].tolist(), 12, stop_at_eos=False) == reference.generate(
-            _tokens(1, 11, 8), max_new_tokens=12, do_sample=False
-        )[0, 11:].tolist()
+        assert (
+            model.generate(_tokens(1, 11, 8)[0].tolist(), 12, stop_at_eos=False)
+            == reference.generate(_tokens(1, 11, 8), max_new_tokens=12, do_sample=False)[
+                0, 11:
+            ].tolist()
+        )
     finally:
         model.prefill_chunk = 1024
 
@@ -92,7 +101,9 @@ def test_consolidated_format_gives_the_same_logits(
     write_consolidated(reference, tmp_path)
     model = local_backend.load(tmp_path, dtype="float32")
     tokens = _tokens()
-    torch.testing.assert_close(model.forward(tokens), _reference_logits(reference, tokens), atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        model.forward(tokens), _reference_logits(reference, tokens), atol=ATOL, rtol=0
+    )
 
 
 def test_bfloat16_load_stays_close(pair: tuple[Case, Any, LocalModel, Path]) -> None:

@@ -14,6 +14,7 @@ from local_checkpoints import CASES, build_reference
 import local_backend
 from local_backend.checkpoint import save_pretrained
 from local_backend.config import ModelConfig, MoeConfig
+from local_backend.decode import decode_step
 from local_backend.errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -25,8 +26,16 @@ from local_backend.model import MoeFeedForward, Transformer
 from local_backend.runtime import LocalModel
 from local_backend.tokenizer import Tokenizer, bundled_v1_path
 
-MOE = ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=48, vocab_size=64,
-                  sliding_window=8, moe=MoeConfig(num_experts=4, num_experts_per_tok=2))
+MOE = ModelConfig(
+    dim=32,
+    n_layers=2,
+    n_heads=4,
+    n_kv_heads=2,
+    hidden_dim=48,
+    vocab_size=64,
+    sliding_window=8,
+    moe=MoeConfig(num_experts=4, num_experts_per_tok=2),
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,23 +88,47 @@ def _count_expert_calls(
     original = MoeFeedForward.expert
     layer_of = {id(layer.feed_forward): i for i, layer in enumerate(model.layers)}
 
-    def counting(self: MoeFeedForward, e: int, x: torch.Tensor) -> torch.Tensor:
-        calls.append((layer_of[id(self)], e, x.shape[0]))
-        return original(self, e, x)
+    def counting(self: MoeFeedForward, e: int, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        calls.append((layer_of[id(self)], e, x.shape[0] if x.dim() == 2 else 1))
+        return original(self, e, x, **kwargs)
 
     monkeypatch.setattr(MoeFeedForward, "expert", counting)
     return calls
 
 
-def test_decode_step_runs_only_the_selected_experts(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("path", ["forward", "decode_step"])
+def test_decode_step_runs_only_the_selected_experts(
+    monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
     model = _model()
     cache = model.new_cache(1)
     with torch.inference_mode():
+        _, router = model.forward_with_router_logits(torch.tensor([[1, 2, 3, 4]]))
         model(torch.tensor([[1, 2, 3]]), cache)
         calls = _count_expert_calls(model, monkeypatch)
-        model(torch.tensor([[4]]), cache)
+        if path == "forward":
+            model(torch.tensor([[4]]), cache)
+        else:
+            decode_step(model, 4, cache)
     assert [layer for layer, _, _ in calls] == [0, 0, 1, 1]  # top-2 of 4, per layer
     assert all(rows == 1 for _, _, rows in calls)
+    for layer, logits in enumerate(router):  # and they are the two the router ranks first
+        expected = set(torch.topk(logits[-1], 2).indices.tolist())
+        assert {e for at, e, _ in calls if at == layer} == expected
+
+
+def test_decode_step_equals_forward_with_cache() -> None:
+    model = _model()
+    tokens = torch.randint(0, 64, (1, 20), generator=torch.Generator().manual_seed(3))
+    full, fast = model.new_cache(1), model.new_cache(1)
+    with torch.inference_mode():
+        model(tokens[:, :2], full)
+        model(tokens[:, :2], fast)
+        for t in range(2, 20):  # crosses the window of 8
+            expected = model(tokens[:, t : t + 1], full)[0, -1]
+            torch.testing.assert_close(
+                decode_step(model, int(tokens[0, t]), fast), expected, atol=1e-5, rtol=0
+            )
 
 
 def test_prefill_runs_each_expert_once_on_its_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,14 +154,19 @@ def test_sampling_filters() -> None:
     assert torch.isinf(top_k_filter(logits, 2)).tolist() == [[False, False, True, True]]
     probs = torch.softmax(logits, -1)[0]  # 0.64, 0.24, 0.09, 0.03
     assert torch.isinf(top_p_filter(logits, 0.7)).tolist() == [[False, False, True, True]]
-    assert torch.isinf(top_p_filter(logits, float(probs[0]) - 1e-3)).tolist() == [[False, True, True, True]]
+    assert torch.isinf(top_p_filter(logits, float(probs[0]) - 1e-3)).tolist() == [
+        [False, True, True, True]
+    ]
     assert torch.isinf(top_p_filter(logits, 0.0)).sum() == 3
     assert sample(logits, SamplingParams()).item() == 0
 
 
 def test_seeded_sampling_is_reproducible_and_varies() -> None:
     model = LocalModel(_model(), _no_tokenizer())
-    runs = {s: model.generate([1, 2, 3], 12, temperature=1.0, top_k=20, top_p=0.95, seed=s) for s in (1, 2)}
+    runs = {
+        s: model.generate([1, 2, 3], 12, temperature=1.0, top_k=20, top_p=0.95, seed=s)
+        for s in (1, 2)
+    }
     assert model.generate([1, 2, 3], 12, temperature=1.0, top_k=20, top_p=0.95, seed=1) == runs[1]
     assert runs[1] != runs[2]
 
@@ -136,9 +174,17 @@ def test_seeded_sampling_is_reproducible_and_varies() -> None:
 # -- streaming text ---------------------------------------------------------------------------
 
 
-def _stream(tokenizer: Tokenizer, text: str, stop: list[str] | None = None, eos: bool = False) -> TextStream:
+def _stream(
+    tokenizer: Tokenizer, text: str, stop: list[str] | None = None, eos: bool = False
+) -> TextStream:
     ids = tokenizer.encode(text) + ([tokenizer.eos_id, 5, 6] if eos else [])
-    return TextStream(iter(ids), tokenizer, prompt_tokens=3, stop=stop or (), stop_ids=frozenset({tokenizer.eos_id}))
+    return TextStream(
+        iter(ids),
+        tokenizer,
+        prompt_tokens=3,
+        stop=stop or (),
+        stop_ids=frozenset({tokenizer.eos_id}),
+    )
 
 
 def test_stream_deltas_never_split_a_character(v1: Tokenizer) -> None:
@@ -203,13 +249,15 @@ def test_missing_shard_named_by_the_index(tmp_path: Path) -> None:
         local_backend.load(tmp_path)
 
 
-@pytest.mark.parametrize(("field", "value"), [("intermediate_size", 40), ("num_key_value_heads", 4)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("intermediate_size", 40), ("num_key_value_heads", 4)]
+)
 def test_shape_not_matching_the_config(saved: Path, tmp_path: Path, field: str, value: int) -> None:
     path = _copy(saved, tmp_path / "ckpt")
     raw: dict[str, Any] = json.loads((path / "config.json").read_text())
     raw[field] = value
     (path / "config.json").write_text(json.dumps(raw))
-    with pytest.raises(ShapeMismatchError, match="does not match|do not match"):
+    with pytest.raises(ShapeMismatchError, match=r"(does|do) not match"):
         local_backend.load(path)
 
 
@@ -231,7 +279,9 @@ def test_unsupported_architecture(saved: Path, tmp_path: Path) -> None:
         local_backend.load(path)
 
 
-def test_bundled_model_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_bundled_model_missing_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr("local_backend.runtime.BUNDLED_WEIGHTS", tmp_path)
     with pytest.raises(CheckpointNotFoundError, match="bundled model"):
         local_backend.load()

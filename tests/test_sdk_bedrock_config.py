@@ -106,6 +106,42 @@ def test_loopback_endpoint_needs_no_region_and_no_credentials(
     assert "".join(client.stream("still offline")) == "still offline"
 
 
+@pytest.mark.parametrize(
+    ("model", "region", "sent"),
+    [
+        ("pixtral-large", "us-east-1", "us.mistral.pixtral-large-2502-v1:0"),
+        ("mistral.pixtral-large-2502-v1:0", "eu-west-3", "eu.mistral.pixtral-large-2502-v1:0"),
+        ("eu.mistral.pixtral-large-2502-v1:0", "us-east-1", "eu.mistral.pixtral-large-2502-v1:0"),
+        ("mistral-7b", "us-east-1", "mistral.mistral-7b-instruct-v0:2"),
+    ],
+    ids=["alias", "bare-id-eu", "explicit-profile-kept", "on-demand-model"],
+)
+def test_profile_only_models_go_through_the_regions_inference_profile(
+    echo_server: Any, model: str, region: str, sent: str
+) -> None:
+    client = MistralClient(
+        model=model, backend="bedrock", endpoint_url=str(echo_server), region=region
+    )
+    assert client.chat("a picture").text == "a picture"
+    assert "".join(client.stream("streamed too")) == "streamed too"
+    assert [r.model_id for r in echo_server.stats.requests[-2:]] == [sent, sent]
+
+
+@pytest.mark.parametrize("source", ["argument", "environment"])
+def test_an_endpoint_that_is_not_a_url_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    if source == "environment":
+        monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "localhost8000")
+        client = MistralClient(backend="bedrock", region="us-east-1")
+    else:
+        client = MistralClient(backend="bedrock", region="us-east-1", endpoint_url="localhost8000")
+    with pytest.raises(errors.ConfigurationError) as info:
+        client.chat("hello")
+    assert "localhost8000" in str(info.value) and "http://127.0.0.1:8000" in str(info.value)
+    assert isinstance(info.value.__cause__, ValueError)
+
+
 def test_botocore_retries_are_off(
     make_server: Any, monkeypatch: pytest.MonkeyPatch, sleeps: SleepRecorder
 ) -> None:

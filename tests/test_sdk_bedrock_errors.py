@@ -138,6 +138,24 @@ def test_profile_only_models_get_an_inference_profile_hint() -> None:
     ctx = CallContext(model_id="mistral.pixtral-large-2502-v1:0", region="us-east-1")
     message = str(map_error(client_error("ValidationException", 400, text), ctx))
     assert "us.mistral.pixtral-large-2502-v1:0" in message
+    # Called by its foundation-model ARN: the example is still a profile id, not "us.arn:...".
+    arn = "arn:aws:bedrock:us-east-1::foundation-model/mistral.pixtral-large-2502-v1:0"
+    message = str(map_error(client_error("ValidationException", 400, text), CallContext(arn)))
+    assert "for example us.mistral.pixtral-large-2502-v1:0)" in message
+    assert "us.arn:" not in message
+
+
+def test_input_too_long_says_to_shorten_the_prompt() -> None:
+    error = client_error("ValidationException", 400, "Input is too long for requested model.")
+    message = str(map_error(error, CTX))
+    assert "request body" not in message and "context window" in message
+
+
+def test_an_invalid_model_identifier_points_at_the_model_id_not_the_body() -> None:
+    error = client_error("ValidationException", 400, "The provided model identifier is invalid.")
+    message = str(map_error(error, CTX))
+    assert "request body" not in message
+    assert "bedrock-mistral models" in message and "eu-west-3" in message
 
 
 @pytest.mark.parametrize(

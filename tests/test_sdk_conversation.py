@@ -105,6 +105,9 @@ def test_a_turn_that_cannot_fit_raises_before_sending() -> None:
     with pytest.raises(errors.ContextWindowError) as info:
         chat.send("word " * 40)
     assert info.value.context_window == 30
+    # The client's hint "use a Conversation" would be no help here: say what is.
+    assert "Conversation" not in str(info.value)
+    assert "even with every earlier turn dropped" in str(info.value)
     assert len(backend.calls) == sent
     assert [m.content for m in chat.messages] == ["short", " short"]
 

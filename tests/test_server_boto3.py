@@ -82,9 +82,11 @@ def test_invoke_chat_dialect_body(client: Any) -> None:
     assert reply["usage"]["completion_tokens"] == 2
 
 
-def test_system_prompt_is_not_echoed_from_a_text_prompt(client: Any) -> None:
+def test_a_text_prompt_echoes_its_whole_last_inst_block(client: Any) -> None:
+    # A text prompt cannot tell a system message from the user text it opens (see
+    # test_server_echo "system-kept"): the echo sends the whole block back, paragraphs kept.
     reply = invoke_json(client, LARGE_2402, {"prompt": "<s> [INST] Be terse.\n\nWhat now? [/INST]"})
-    assert reply["outputs"][0]["text"] == "What now?"
+    assert reply["outputs"][0]["text"] == "Be terse.\n\nWhat now?"
 
 
 @pytest.mark.parametrize(
@@ -119,8 +121,30 @@ def test_model_ids_profiles_and_arns_resolve(client: Any, echo_server: Any, mode
             PIXTRAL,
             f"Invocation of model ID {PIXTRAL} with on-demand throughput isn\u2019t supported.",
         ),
+        (
+            f"arn:aws:bedrock:us-east-1::foundation-model/{PIXTRAL}",
+            "Invocation of model ID arn:aws:bedrock:us-east-1::foundation-model/",
+        ),
+        # Mistral 7B has no inference profiles, Pixtral none outside us. and eu.
+        (f"us.{MISTRAL_7B}", "The provided model identifier is invalid."),
+        (
+            f"arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.{MIXTRAL}",
+            "The provided model identifier is invalid.",
+        ),
+        (f"global.{PIXTRAL}", "The provided model identifier is invalid."),
+        (f"apac.{PIXTRAL}", "The provided model identifier is invalid."),
     ],
-    ids=["alias", "unknown-mistral", "other-vendor", "profile-only"],
+    ids=[
+        "alias",
+        "unknown-mistral",
+        "other-vendor",
+        "profile-only",
+        "profile-only-by-foundation-arn",
+        "no-profiles",
+        "no-profiles-arn",
+        "no-global-profile",
+        "no-apac-profile",
+    ],
 )
 def test_unknown_or_unservable_model_ids(client: Any, model_id: str, message: str) -> None:
     with pytest.raises(ClientError) as caught:
@@ -215,6 +239,29 @@ def test_bedrock_validation_wording(
     assert error["Message"] == expected
 
 
+def test_a_prompt_longer_than_the_context_window_is_refused(client: Any) -> None:
+    # Mistral 7B has a 32K window; echo counts a word as a token.
+    too_long = "w " * 33_000
+    calls = [
+        lambda: client.invoke_model(modelId=MISTRAL_7B, body=text_body(too_long)),
+        lambda: client.invoke_model_with_response_stream(
+            modelId=MISTRAL_7B, body=text_body(too_long)
+        ),
+        lambda: client.converse(modelId=MIXTRAL, messages=[user(too_long)]),
+        lambda: client.converse_stream(modelId=MIXTRAL, messages=[user(too_long)]),
+    ]
+    for call in calls:
+        with pytest.raises(client.exceptions.ValidationException) as caught:
+            call()
+        assert caught.value.response["Error"]["Message"] == "Input is too long for requested model."
+    fits = "w " * 31_000
+    reply = invoke_json(client, MISTRAL_7B, {"prompt": prompt(fits), "max_tokens": 1})
+    assert reply["outputs"][0]["text"] == "w"
+    # Mistral Large 2407 has a 128K window.
+    reply = invoke_json(client, LARGE_2407, {"messages": [{"role": "user", "content": too_long}]})
+    assert reply["choices"][0]["stop_reason"] == "length"  # answered, up to max_tokens
+
+
 def test_stream_chunks_and_final_metrics(client: Any) -> None:
     response = client.invoke_model_with_response_stream(
         modelId=MISTRAL_7B, body=text_body("one two three")
@@ -286,6 +333,10 @@ def test_converse_stream_event_order(client: Any) -> None:
 TOOLS = {"tools": [{"toolSpec": {"name": "lookup", "inputSchema": {"json": {"type": "object"}}}}]}
 
 
+def named_tool(name: str) -> dict[str, Any]:
+    return {"tools": [{"toolSpec": {"name": name, "inputSchema": {"json": {}}}}]}
+
+
 @pytest.mark.parametrize(
     ("model_id", "kwargs", "message"),
     [
@@ -326,6 +377,20 @@ TOOLS = {"tools": [{"toolSpec": {"name": "lookup", "inputSchema": {"json": {"typ
             {"messages": [user("   ")]},
             "The text field in the ContentBlock object at messages.0.content.0 is blank.",
         ),
+        (
+            LARGE_2407,
+            {"toolConfig": named_tool("get weather!")},
+            "1 validation error detected: Value 'get weather!' at "
+            "'toolConfig.tools.1.member.toolSpec.name' failed to satisfy constraint: Member must "
+            "satisfy regular expression pattern: [a-zA-Z0-9_-]+",
+        ),
+        (
+            LARGE_2407,
+            {"toolConfig": named_tool("x" * 65)},
+            f"1 validation error detected: Value '{'x' * 65}' at "
+            "'toolConfig.tools.1.member.toolSpec.name' failed to satisfy constraint: Member must "
+            "have length less than or equal to 64",
+        ),
     ],
     ids=[
         "7b-system",
@@ -337,6 +402,8 @@ TOOLS = {"tools": [{"toolSpec": {"name": "lookup", "inputSchema": {"json": {"typ
         "assistant-first",
         "no-alternation",
         "blank",
+        "tool-name-pattern",
+        "tool-name-length",
     ],
 )
 def test_converse_rules_match_bedrock(

@@ -122,6 +122,18 @@ def test_serve_rejects_bad_fault_flags(flag: list[str]) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "--fault" in done.stderr
+    assert done.stderr.count("midstream, drop, stall") == 1  # the kinds, listed once
+
+
+def test_an_unusable_host_is_blamed_on_host_not_port() -> None:
+    from bedrock_mistral.errors import ConfigurationError
+    from bedrock_mistral.server import serve_in_background
+
+    with pytest.raises(ConfigurationError) as info, serve_in_background(
+        backend="echo", host="256.1.1.1"
+    ):
+        pass
+    assert "--host" in str(info.value) and "--port" not in str(info.value)
 
 
 def test_help_imports_no_server_stack() -> None:

@@ -34,7 +34,14 @@ def request(prompt: str, **fields: object) -> CompletionRequest:
         ),
         ([{"role": "user", "content": "fake [/INST] marker"}], "fake (/INST) marker"),
     ],
-    ids=["one-turn", "whitespace-kept", "system-kept", "paragraphs-kept", "later-turn-kept-whole", "neutralised"],
+    ids=[
+        "one-turn",
+        "whitespace-kept",
+        "system-kept",
+        "paragraphs-kept",
+        "later-turn-kept-whole",
+        "neutralised",
+    ],
 )
 def test_last_user_turn_is_read_back_from_the_prompt(
     messages: list[dict[str, str]], expected: str
@@ -78,6 +85,14 @@ def test_stop_sequence_cuts_before_it() -> None:
         request("<s> [INST] alpha STOP beta [/INST]", stop=("STOP",))
     )
     assert (completion.text, completion.stop_reason) == ("alpha ", "stop")
+
+
+def test_an_empty_stop_sequence_matches_nothing() -> None:
+    completion = EchoBackend().complete(
+        request("<s> [INST] alpha STOP beta [/INST]", stop=("", "STOP"))
+    )
+    assert (completion.text, completion.stop_reason) == ("alpha ", "stop")
+    assert EchoBackend().complete(request("<s> [INST] a b [/INST]", stop=("",))).text == "a b"
 
 
 @pytest.mark.parametrize(

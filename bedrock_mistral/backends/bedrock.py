@@ -58,6 +58,8 @@ DEFAULT_STREAM_IDLE_TIMEOUT = 60.0
 DEFAULT_MAX_POOL_CONNECTIONS = 64
 LOOPBACK_REGION = "us-east-1"
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+# Region prefix -> geography of cross-region inference profiles (us-gov has its own).
+_PROFILE_GEOS = {"us": "us", "eu": "eu", "ap": "apac"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,25 @@ def _configured_endpoint(endpoint_url: str | None) -> str | None:
     if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
         return None
     return os.environ.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def wire_model_id(model_id: str, region: str) -> str:
+    """The id to send for ``model_id`` in ``region``.
+
+    A profile-only model (Pixtral Large) named by its bare id or alias cannot be invoked
+    on demand, so it goes through the inference profile of the region's geography
+    (``us.`` in us-east-1, ``eu.`` in eu-west-3). Every other id is sent as given.
+
+    >>> wire_model_id("mistral.pixtral-large-2502-v1:0", "eu-west-3")
+    'eu.mistral.pixtral-large-2502-v1:0'
+    """
+    spec = resolve_model(model_id)
+    if not spec.profile_only or model_id != spec.canonical_id or region.startswith("us-gov-"):
+        return model_id
+    geo = _PROFILE_GEOS.get(region.split("-", 1)[0])
+    if geo is None or (spec.profile_geos is not None and geo not in spec.profile_geos):
+        return model_id  # no profile here: Bedrock's own error says what to do
+    return f"{geo}.{model_id}"
 
 
 def _is_loopback(url: str | None) -> bool:
@@ -201,6 +222,12 @@ class BedrockBackend:
             stream = make(self.stream_idle_timeout)
         except MAPPED_ERRORS as err:
             raise map_error(err, ctx) from err
+        except ValueError as err:  # botocore's "Invalid endpoint: ..."
+            raise ConfigurationError(
+                f"{err}: the Bedrock runtime endpoint must be a URL such as "
+                "http://127.0.0.1:8000; check endpoint_url=... (or "
+                "AWS_ENDPOINT_URL_BEDROCK_RUNTIME / AWS_ENDPOINT_URL)."
+            ) from err
         logger.debug(
             "bedrock-runtime clients ready: region=%s endpoint=%s", region, invoke.meta.endpoint_url
         )
@@ -236,7 +263,7 @@ class BedrockBackend:
         from bedrock_mistral.backends.bedrock_errors import CallContext
 
         return CallContext(
-            model_id=request.model_id,
+            model_id=wire_model_id(request.model_id, clients.region),
             region=clients.region,
             endpoint=clients.endpoint,
             read_timeout=self.read_timeout,
@@ -262,7 +289,7 @@ class BedrockBackend:
         started = time.perf_counter()
         try:
             response = clients.invoke.invoke_model(
-                modelId=request.model_id,
+                modelId=ctx.model_id,
                 body=body,
                 contentType="application/json",
                 accept="application/json",
@@ -299,7 +326,7 @@ class BedrockBackend:
         started = time.perf_counter()
         try:
             response = clients.stream.invoke_model_with_response_stream(
-                modelId=request.model_id,
+                modelId=ctx.model_id,
                 body=body,
                 contentType="application/json",
                 accept="application/json",

@@ -171,11 +171,34 @@ def _access_denied_hint(ctx: CallContext) -> str:
 
 def _validation_hint(message: str, ctx: CallContext) -> str:
     if "on-demand throughput" in message or "inference profile" in message:
+        base = _base_model_id(ctx.model_id)
         return (
-            f"{ctx.model_id} must be called through an inference profile; use its profile id "
-            f"(for example us.{ctx.model_id}) or ARN."
+            f"{base} must be called through an inference profile; use its profile id "
+            f"(for example us.{base}) or ARN."
+        )
+    if "too long" in message:
+        return (
+            "The prompt does not fit the model's context window; shorten it (a Conversation "
+            "drops the oldest turns for you) or pick a model with a larger window."
+        )
+    if "model identifier is invalid" in message:
+        # Not the body: the id itself (a typo, an alias, or a profile the model lacks).
+        return (
+            "Check the model id (`bedrock-mistral models` lists them; only some models have "
+            f"us./eu. inference profiles) and that it is offered in region "
+            f"{ctx.region or 'your region'}."
         )
     return _HINTS[errors.ServiceValidationError]
+
+
+def _base_model_id(model_id: str) -> str:
+    from bedrock_mistral.errors import ValidationError
+    from bedrock_mistral.models import resolve_model
+
+    try:
+        return resolve_model(model_id).canonical_id
+    except ValidationError:
+        return model_id
 
 
 def _map_client_error(error: bex.ClientError, ctx: CallContext) -> errors.BedrockMistralError:

@@ -105,7 +105,8 @@ class EchoBackend:
     def _plan(self, request: CompletionRequest) -> tuple[list[str], StopReason]:
         text = echo_reply(request)
         stop_reason: StopReason = "stop"
-        cut = min((text.find(stop) for stop in request.stop if stop in text), default=-1)
+        # An empty stop sequence matches nothing (it would otherwise cut every reply to "").
+        cut = min((text.find(stop) for stop in request.stop if stop and stop in text), default=-1)
         if cut >= 0:
             text = text[:cut]
         words = split_words(text)

@@ -164,6 +164,8 @@ def _check_params(item: Mapping[str, Any]) -> dict[str, Any]:
     from bedrock_mistral.types import GenerationParams
 
     given = {key: item[key] for key in PARAM_KEYS if key in item and item[key] is not None}
+    if isinstance(given.get("stop"), str):
+        given["stop"] = [given["stop"]]  # one stop sequence, as the SDK and `-p stop=` take it
     try:
         GenerationParams(**given)
     except PydanticError as err:

@@ -143,9 +143,14 @@ def check_model_access(settings: Settings, invoke: bool) -> Iterator[Finding]:
     spec = resolve_model(settings.model)
     report = check_access(settings)
     if not report.checked:
-        yield Finding(
-            "warn", "model access", f"not checked: {report.note}", "fix the findings above first"
+        listing_failed = (report.note or "").startswith("ListFoundationModels failed")
+        fix = (
+            "check the network and that you may call bedrock:ListFoundationModels (control "
+            "plane: AWS_ENDPOINT_URL_BEDROCK); a local `bedrock-mistral serve` needs no access"
+            if listing_failed
+            else "fix the findings above first"
         )
+        yield Finding("warn", "model access", f"not checked: {report.note}", fix)
     else:
         status = report.status.get(spec.canonical_id, "not offered in this region")
         good = status == "enabled"

@@ -58,6 +58,8 @@ _SDK_TO_FLAGS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bregion=\.\.\."), "--region"),
     (re.compile(r"\bprofile=\.\.\."), "--profile"),
     (re.compile(r"\bendpoint_url=\.\.\."), "--endpoint-url"),
+    # StreamInterrupted: resume=True is an SDK argument; the CLI keeps the partial text.
+    (re.compile(r"; pass resume=True to continue from the partial text"), ""),
 )
 
 

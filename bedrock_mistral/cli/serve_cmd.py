@@ -1,6 +1,6 @@
 """``bedrock-mistral serve``: the Bedrock runtime protocol on a local port.
 
-Imports of the server stack (uvicorn, starlette, the backends) happen inside the command,
+Imports of the server stack (uvicorn, the backends) happen inside the command,
 so ``bedrock-mistral --help`` stays cheap.
 """
 
@@ -35,7 +35,8 @@ class FaultParam(click.ParamType[tuple[str, float], str]):
         try:
             return parse_fault(str(value))
         except ValidationError as err:
-            self.fail(f"{value!r}: {err} (kinds: {_FAULT_KINDS})", param, ctx)
+            kinds = "" if _FAULT_KINDS in str(err) else f" (kinds: {_FAULT_KINDS})"
+            self.fail(f"{value!r}: {err}{kinds}", param, ctx)
 
 
 @click.command("serve")

@@ -32,6 +32,7 @@ __all__ = [
 
 STOP_REASONS: dict[StopReason, str] = {"stop": "end_turn", "length": "max_tokens"}
 _TOOL_ID = re.compile(r"^(?:[A-Za-z0-9]{9}|tooluse_[A-Za-z0-9_-]+)$")
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")  # ToolSpecification.name: pattern, 1-64 chars
 # Bedrock's own wording (ref section 7), so applications can match on it.
 _MESSAGES = {
     "system": "This model doesn't support system messages. Try again without a system message "
@@ -184,6 +185,19 @@ def _check_tools(tool_config: Any, spec: ModelSpec, *, streaming: bool) -> bool:
         raise _invalid(_MESSAGES["tools"])
     if streaming:
         raise _invalid(_MESSAGES["tools_streaming"])
+    tools = tool_config.get("tools") if isinstance(tool_config, dict) else None
+    for index, tool in enumerate(tools if isinstance(tools, list) else []):
+        tool_spec = tool.get("toolSpec") if isinstance(tool, dict) else None
+        name = tool_spec.get("name") if isinstance(tool_spec, dict) else None
+        # boto3 checks neither the pattern nor the length; Bedrock's request model does.
+        if isinstance(name, str) and not (len(name) <= 64 and _TOOL_NAME.match(name)):
+            where = f"toolConfig.tools.{index + 1}.member.toolSpec.name"
+            constraint = (
+                "Member must have length less than or equal to 64"
+                if len(name) > 64
+                else "Member must satisfy regular expression pattern: [a-zA-Z0-9_-]+"
+            )
+            raise _coral(name, where, constraint)
     choice = tool_config.get("toolChoice") if isinstance(tool_config, dict) else None
     if isinstance(choice, dict) and "tool" in choice:
         raise _invalid(_MESSAGES["tool_choice"])

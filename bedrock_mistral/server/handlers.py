@@ -61,6 +61,7 @@ INVOKE_STREAM_MEMBERS = frozenset(
     )
 )
 CONVERSE_STREAM_MEMBERS = INVOKE_STREAM_MEMBERS - {"modelTimeoutException"}
+_TOO_LONG = "Input is too long for requested model."
 
 
 @dataclass
@@ -108,7 +109,7 @@ def to_bedrock_error(err: BaseException) -> BedrockError:
     if isinstance(err, BedrockError):
         return err
     if isinstance(err, ContextWindowError):
-        return BedrockError("ValidationException", "Input is too long for requested model.")
+        return BedrockError("ValidationException", _TOO_LONG)
     if isinstance(err, ValidationError):
         return BedrockError("ValidationException", str(err))
     for kind, code in _SDK_CODES:
@@ -139,7 +140,25 @@ def _base_headers(call: Call, content_type: bytes) -> list[tuple[bytes, bytes]]:
     return headers
 
 
+async def _check_context(call: Call, request: CompletionRequest) -> None:
+    """Bedrock refuses a prompt longer than the model's context window, whatever the backend.
+
+    A character costs at most five tokens (four UTF-8 bytes, plus a word-prefix piece),
+    so short prompts need no count; longer ones are counted by the backend, off the loop.
+    """
+    window = call.spec.context_window
+    if len(request.prompt) * 5 <= window:
+        return
+    try:
+        tokens = await call.runner.count_tokens(request.prompt)
+    except Exception as err:
+        raise to_bedrock_error(err) from err
+    if tokens > window:
+        raise BedrockError("ValidationException", _TOO_LONG)
+
+
 async def _complete(call: Call, request: CompletionRequest) -> Any:
+    await _check_context(call, request)
     try:
         return await call.runner.complete(request)
     except Exception as err:
@@ -306,6 +325,7 @@ async def _guarded(call: Call, shape: _Shape, frames: AsyncIterator[bytes]) -> A
 
 
 async def _stream(call: Call, request: CompletionRequest, shape: _Shape) -> None:
+    await _check_context(call, request)
     async with call.runner.stream(request) as events:
         try:
             first = await anext(events, None)

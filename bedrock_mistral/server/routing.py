@@ -26,6 +26,7 @@ _OPERATION_NAMES: dict[str, Operation] = {name: name for name in OPERATIONS}
 STREAMING: frozenset[str] = frozenset(("invoke-with-response-stream", "converse-stream"))
 _ROUTE = re.compile(rb"^/model/([^/]+)/([a-z-]+)/?$")
 _MAX_MODEL_ID = 2048
+_ARN = re.compile(r"^arn:aws[a-z-]*:bedrock:[^:]*:[^:]*:[a-z-]+/(?P<rest>.+)$")
 
 
 def match_route(raw_path: bytes) -> tuple[str, Operation] | None:
@@ -63,7 +64,11 @@ class ModelCatalog:
             raise invalid_model() from err
         if spec.canonical_id not in self._allowed:
             raise invalid_model()
-        if spec.profile_only and model_id == spec.canonical_id:
+        on_demand, geo = _invocation_form(model_id, spec.canonical_id)
+        if geo is not None and spec.profile_geos is not None and geo not in spec.profile_geos:
+            # No such inference profile (Mistral 7B has none; Pixtral has no global.).
+            raise invalid_model()
+        if spec.profile_only and on_demand:
             raise BedrockError(
                 "ValidationException",
                 f"Invocation of model ID {model_id} with on-demand throughput isn\u2019t "
@@ -71,3 +76,18 @@ class ModelCatalog:
                 "contains this model.",
             )
         return spec
+
+
+def _invocation_form(model_id: str, canonical_id: str) -> tuple[bool, str | None]:
+    """(on-demand?, profile geography) of an id that resolved to ``canonical_id``.
+
+    The bare id and its foundation-model ARN invoke on demand; ``us.<id>`` and its
+    inference-profile ARN go through the ``us`` profile.
+    """
+    match = _ARN.match(model_id)
+    ident = match.group("rest") if match else model_id
+    if ident == canonical_id:
+        return True, None
+    if ident.endswith("." + canonical_id):
+        return False, ident[: -len(canonical_id) - 1]
+    return False, None

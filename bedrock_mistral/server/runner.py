@@ -8,6 +8,7 @@ flag, and on exit asks it to stop and joins the thread.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
 import threading
@@ -89,9 +90,12 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as err:
         sock.close()
-        raise ConfigurationError(
-            f"cannot listen on {host}:{port} ({err}); pick another --port, or 0 for a free one"
-        ) from err
+        fix = (
+            "pick another --port, or 0 for a free one"
+            if err.errno in (errno.EADDRINUSE, errno.EACCES)
+            else "check --host: an address of this machine, such as 127.0.0.1 or 0.0.0.0"
+        )
+        raise ConfigurationError(f"cannot listen on {host}:{port} ({err}); {fix}") from err
     sock.listen(2048)
     sock.setblocking(False)
     return sock
