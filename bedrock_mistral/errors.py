@@ -13,7 +13,7 @@
     ├── APIError                           the service answered with an error
     │   ├── AccessDeniedError              403: model access not granted / IAM
     │   ├── ModelNotFoundError             404: unknown model id in this region
-    │   ├── ServiceValidationError         400: the service refused the request (also a ValidationError)
+    │   ├── ServiceValidationError         400: refused by the service (also a ValidationError)
     │   ├── ServiceQuotaExceededError      400: a quota was exceeded
     │   ├── ThrottledError *               429: too many requests or tokens
     │   ├── ModelNotReadyError *           429: model is being loaded
@@ -121,7 +121,12 @@ class ValidationError(BedrockMistralError, ValueError):
 
     @classmethod
     def out_of_range(cls, field: str, value: Any, allowed: str) -> ValidationError:
-        return cls(f"{field}={_short(value)} is not allowed: {allowed}", field=field, value=value, allowed=allowed)
+        return cls(
+            f"{field}={_short(value)} is not allowed: {allowed}",
+            field=field,
+            value=value,
+            allowed=allowed,
+        )
 
 
 class PromptFormatError(ValidationError):
@@ -131,8 +136,12 @@ class PromptFormatError(ValidationError):
 class ContextWindowError(ValidationError):
     """The prompt plus ``max_tokens`` does not fit the model's context window."""
 
-    def __init__(self, message: str, *, prompt_tokens: int, max_tokens: int, context_window: int) -> None:
-        super().__init__(message, field="messages", value=prompt_tokens, allowed=f"<= {context_window} tokens")
+    def __init__(
+        self, message: str, *, prompt_tokens: int, max_tokens: int, context_window: int
+    ) -> None:
+        super().__init__(
+            message, field="messages", value=prompt_tokens, allowed=f"<= {context_window} tokens"
+        )
         self.prompt_tokens = prompt_tokens
         self.max_tokens = max_tokens
         self.context_window = context_window

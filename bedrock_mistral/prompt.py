@@ -154,7 +154,11 @@ def format_prompt(
         message = turns[index]
         expected = "user" if (index - offset) % 2 == 0 else "assistant"
         if message.role != expected:
-            raise PromptFormatError(_order_error(message.role, index, expected), field=f"messages[{index}].role", value=message.role)
+            raise PromptFormatError(
+                _order_error(message.role, index, expected),
+                field=f"messages[{index}].role",
+                value=message.role,
+            )
         content = _checked_content(message, index, strict=strict)
         if message.role == "user":
             if index == offset and system is not None:

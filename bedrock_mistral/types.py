@@ -41,8 +41,8 @@ class Message(BaseModel):
 class GenerationParams(BaseModel):
     """Sampling parameters; ``None`` means "the model's default".
 
-    Bounds are checked against the chosen model by :func:`bedrock_mistral.validation.resolve_params`,
-    not here, because they differ per model.
+    Bounds are checked against the chosen model by
+    :func:`bedrock_mistral.validation.resolve_params`, not here: they differ per model.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -50,7 +50,9 @@ class GenerationParams(BaseModel):
     max_tokens: int | None = Field(default=None, description="Most tokens to generate (>= 1).")
     temperature: float | None = Field(default=None, description="Randomness, 0 to 1.")
     top_p: float | None = Field(default=None, description="Nucleus sampling mass, 0 to 1.")
-    top_k: int | None = Field(default=None, description="Sample among the k likeliest tokens, 1 to 200.")
+    top_k: int | None = Field(
+        default=None, description="Sample among the k likeliest tokens, 1 to 200."
+    )
     stop: list[str] | None = Field(default=None, description="Up to 10 stop sequences.")
 
 
@@ -114,7 +116,9 @@ class Completion(BaseModel):
     model_id: str
     backend: BackendName
     latency_ms: float = 0.0
-    cost_usd: float | None = Field(default=None, description="On-demand list price of this call, if known.")
+    cost_usd: float | None = Field(
+        default=None, description="On-demand list price of this call, if known."
+    )
 
 
 class TextDelta(BaseModel):

@@ -58,11 +58,15 @@ def resolve_params(spec: ModelSpec, params: GenerationParams) -> GenerationParam
     stop = _check_stop(params.stop)
     if stop and not spec.supports_stop:
         raise ValidationError.out_of_range(
-            "stop", list(stop), f"not supported by {spec.model_id} (its chat body has no stop field)"
+            "stop",
+            list(stop),
+            f"not supported by {spec.model_id} (its chat body has no stop field)",
         )
     return GenerationParams(
         max_tokens=params.max_tokens if params.max_tokens is not None else spec.default_max_tokens,
-        temperature=params.temperature if params.temperature is not None else spec.default_temperature,
+        temperature=params.temperature
+        if params.temperature is not None
+        else spec.default_temperature,
         top_p=params.top_p if params.top_p is not None else spec.default_top_p,
         top_k=params.top_k if params.top_k is not None else spec.default_top_k,
         stop=list(stop),
@@ -87,7 +91,11 @@ def check_conversation(messages: Sequence[Message], *, continue_final: bool = Fa
         return
     if last.role == "assistant" and continue_final:
         return
-    hint = " (pass continue_final=True to continue that assistant turn)" if last.role == "assistant" else ""
+    hint = (
+        " (pass continue_final=True to continue that assistant turn)"
+        if last.role == "assistant"
+        else ""
+    )
     raise ValidationError(
         f"messages[{len(messages) - 1}] is a {last.role} turn; the last message must be the "
         f"user's{hint}",

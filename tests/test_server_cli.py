@@ -129,8 +129,9 @@ def test_an_unusable_host_is_blamed_on_host_not_port() -> None:
     from bedrock_mistral.errors import ConfigurationError
     from bedrock_mistral.server import serve_in_background
 
-    with pytest.raises(ConfigurationError) as info, serve_in_background(
-        backend="echo", host="256.1.1.1"
+    with (
+        pytest.raises(ConfigurationError) as info,
+        serve_in_background(backend="echo", host="256.1.1.1"),
     ):
         pass
     assert "--host" in str(info.value) and "--port" not in str(info.value)
