@@ -161,19 +161,22 @@ def measure(sides: Sides, args: argparse.Namespace) -> dict[str, float]:
 def window_scaling(
     config: ModelConfig, window: int, dtype: DType, steps: int = 32
 ) -> list[tuple[int, float, int]]:
-    """(position, ms per decode token, KV-cache bytes) at 1x, 4x and 8x the window."""
+    """(position, median ms per decode token, KV-cache bytes) at 1x, 4x and 8x the window."""
     model = Transformer(replace(config, sliding_window=window, dtype=dtype))
     model = model.to(TORCH_DTYPES[dtype]).eval()
     rows = []
     with torch.inference_mode():
-        cache = model.new_cache(1)
+        cache = model.new_cache(1, capacity=window)  # as generate() preallocates
+        model.rotary.get(0, 8 * window + 1, torch.float32, cache.layers[0].k.device)
         for mult in (1, 4, 8):
             while cache.seq_len < mult * window - steps:
                 decode_step(model, 5, cache)
-            start = time.perf_counter()
+            times = []
             for _ in range(steps):
+                start = time.perf_counter()
                 decode_step(model, 5, cache)
-            rows.append((cache.seq_len, (time.perf_counter() - start) / steps * 1e3, cache.nbytes))
+                times.append(time.perf_counter() - start)
+            rows.append((cache.seq_len, statistics.median(times) * 1e3, cache.nbytes))
     return rows
 
 

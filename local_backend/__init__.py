@@ -20,12 +20,14 @@ if TYPE_CHECKING:
     from local_backend.config import ModelConfig, MoeConfig
     from local_backend.model import Transformer
     from local_backend.runtime import LocalModel, RoutingTrace, load
+    from local_backend.tokenizer import Tokenizer
 
 __all__ = [
     "LocalModel",
     "ModelConfig",
     "MoeConfig",
     "RoutingTrace",
+    "Tokenizer",
     "Transformer",
     "load",
     "load_transformer",
@@ -43,6 +45,7 @@ _WHERE = {
     "LocalModel": "local_backend.runtime",
     "RoutingTrace": "local_backend.runtime",
     "load": "local_backend.runtime",
+    "Tokenizer": "local_backend.tokenizer",
 }
 
 

@@ -107,15 +107,27 @@ def from_hf_state_dict(get: Callable[[str], Tensor], config: ModelConfig) -> dic
         moe = p + "block_sparse_moe."
         experts = range(config.moe.num_experts)
         out[o + "feed_forward.gate.weight"] = get(moe + "gate.weight")
-        out[o + "feed_forward.w13"] = torch.stack(
-            [
-                torch.cat([get(f"{moe}experts.{e}.w1.weight"), get(f"{moe}experts.{e}.w3.weight")])
-                for e in experts
-            ]
+        out[o + "feed_forward.w13"] = _stacked(
+            get, [[f"{moe}experts.{e}.w1.weight", f"{moe}experts.{e}.w3.weight"] for e in experts]
         )
-        out[o + "feed_forward.w2"] = torch.stack(
-            [get(f"{moe}experts.{e}.w2.weight") for e in experts]
+        out[o + "feed_forward.w2"] = _stacked(
+            get, [[f"{moe}experts.{e}.w2.weight"] for e in experts]
         )
+    return out
+
+
+def _stacked(get: Callable[[str], Tensor], names: list[list[str]]) -> Tensor:
+    """``stack([cat(row) for row in names])`` copied into one preallocated tensor, so loading
+    a Mixtral layer never holds its experts twice."""
+    first = get(names[0][0])
+    rows = first.shape[0] * len(names[0])
+    out = torch.empty((len(names), rows, *first.shape[1:]), dtype=first.dtype, device=first.device)
+    for e, row in enumerate(names):
+        at = 0
+        for name in row:
+            tensor = first if (e, at) == (0, 0) else get(name)
+            out[e, at : at + tensor.shape[0]].copy_(tensor)
+            at += tensor.shape[0]
     return out
 
 
@@ -233,10 +245,18 @@ class _TensorSource:
 
 
 def detect_format(path: Path) -> Format:
-    """``hf`` (config.json + model*.safetensors) or ``consolidated`` (params.json + ...)."""
-    if (path / "config.json").is_file():
+    """``hf`` (config.json + model*.safetensors) or ``consolidated`` (params.json + ...).
+
+    Some repositories ship both; the format whose weights are present wins, HF first.
+    """
+    has_config, has_params = (path / "config.json").is_file(), (path / "params.json").is_file()
+    if has_config and any(path.glob("model*.safetensors")):
         return "hf"
-    if (path / "params.json").is_file():
+    if has_params and any(path.glob("consolidated*.safetensors")):
+        return "consolidated"
+    if has_config:
+        return "hf"  # weight_files() then says what is missing
+    if has_params:
         return "consolidated"
     raise CheckpointNotFoundError(
         f"{path} has neither config.json nor params.json: point to a Hugging Face or "
@@ -299,9 +319,15 @@ def _hf_getter(
         names[hf] = name
         shapes[hf] = source.shape(name)
     i = config.hidden_dim
+    n_experts = config.moe.num_experts if config.moe else 0
     for name in fused:  # first Mixtral release: layers.N.block_sparse_moe.w1/w2/w3 as [E*I, H]
         layer, which = name.split(".")[1], name.rsplit(".", 1)[1]
-        for e in range(config.moe.num_experts if config.moe else 0):
+        if source.shape(name) != (n_experts * i, config.dim):
+            raise ShapeMismatchError(
+                f"{name} has shape {list(source.shape(name))}, but params.json implies "
+                f"{[n_experts * i, config.dim]}; the weights and params.json do not match"
+            )
+        for e in range(n_experts):
             shapes[f"model.layers.{layer}.block_sparse_moe.experts.{e}.{which}.weight"] = (
                 (i, config.dim) if which != "w2" else (config.dim, i)
             )

@@ -225,8 +225,7 @@ class ModelConfig:
                 hidden_dim=int(raw["hidden_dim"]),
                 vocab_size=int(raw["vocab_size"]),
                 norm_eps=float(raw.get("norm_eps", 1e-5)),
-                # mistral-inference's default when params.json has no rope_theta (ref §9).
-                rope_theta=float(raw.get("rope_theta") or 1e6),
+                rope_theta=_params_rope_theta(raw),
                 sliding_window=None if window is None else int(window),
                 tie_embeddings=bool(raw.get("tied_embeddings", raw.get("tie_embeddings", False))),
                 moe=moe,
@@ -364,6 +363,17 @@ def _hf_rope_theta(raw: dict[str, Any], default: float) -> float:
         if params.get("rope_theta") is not None:
             return float(params["rope_theta"])
     return default
+
+
+def _params_rope_theta(raw: dict[str, Any]) -> float:
+    """params.json's theta; when absent, 10000 for a windowed model, else 1e6.
+
+    mistral-inference falls back to 1e6, but Mistral 7B v0.1 (the released model with a
+    sliding window, whose params.json has no rope_theta) was trained with 10000 (ref §9).
+    """
+    if raw.get("rope_theta") is not None:
+        return float(raw["rope_theta"])
+    return 10000.0 if raw.get("sliding_window") is not None else 1e6
 
 
 def _first_id(value: Any, default: int) -> int:

@@ -31,6 +31,7 @@ __all__ = [
     "GREETING_REPLY",
     "IDENTITY_REPLY",
     "MIX",
+    "MIX_LATE",
     "TEMPLATE_TEXTS",
     "Sample",
     "Split",
@@ -75,6 +76,18 @@ MIX: dict[str, float] = {
     "thanks": 0.005,
     "recall": 0.05,
 }
+# The curriculum's second phase (see ``local_backend.train``): once capitals, counting and the
+# fixed replies are learned, most of the compute goes to digit-exact arithmetic, uppercasing
+# and name recall, which a small model learns last.
+MIX_LATE: dict[str, float] = {
+    "add1": 0.01, "add2": 0.12, "add3": 0.14, "addx": 0.035,
+    "sub1": 0.01, "sub2": 0.12, "sub3": 0.08, "subx": 0.03,
+    "mul1": 0.025, "mul2": 0.03,
+    "reverse": 0.09, "upper": 0.09, "count": 0.04,
+    "capital": 0.02,
+    "greeting": 0.01, "identity": 0.015, "thanks": 0.005,
+    "recall": 0.07,
+}  # fmt: skip
 FAMILIES: tuple[str, ...] = tuple(MIX)
 # The families the evaluation reports (the training-only mixed-length ones are left out).
 EVAL_FAMILIES: tuple[str, ...] = (

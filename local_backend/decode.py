@@ -24,8 +24,10 @@ def rms_norm(x: Tensor, norm: RMSNorm) -> Tensor:
     """RMSNorm of a vector [H], as :class:`RMSNorm` (float32 statistics)."""
     if x.dtype == torch.float32:  # one fused call; same products as RMSNorm in float32
         return F.rms_norm(x, norm.weight.shape, norm.weight, norm.eps)
-    out: Tensor = norm(x)
-    return out
+    x32 = x.float()  # as RMSNorm.forward, without the module call
+    return norm.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + norm.eps)).to(
+        x.dtype
+    )
 
 
 def attention_step(
@@ -37,10 +39,8 @@ def attention_step(
     q, k = torch.split(torch.mm(qk, rot), [nh, nkv])  # RoPE at this position for q and k
     kv.k[0, :, slot].copy_(k)
     kv.v[0, :, slot].copy_(v)
-    q = q.view(nkv, nh // nkv, d)  # query head j = kv head j // g, row j % g
-    scores = torch.bmm(q, kv.k[0, :, :n].transpose(1, 2)).mul_(d**-0.5)  # [nkv, g, n]
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-    out = torch.bmm(probs, kv.v[0, :, :n])  # [nkv, g, d]
+    q = q.view(1, nkv, nh // nkv, d)  # query head j = kv head j // g, row j % g
+    out = F.scaled_dot_product_attention(q, kv.k[:, :, :n], kv.v[:, :, :n])  # [1, nkv, g, d]
     return torch.addmv(x, attn.wo.weight, out.view(nh * d))
 
 

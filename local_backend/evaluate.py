@@ -231,13 +231,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--n", type=int, default=200, help="held-out samples per family")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument(
+        "--dtype", default=None, help="compute dtype (default: the checkpoint's, as load() does)"
+    )
     args = parser.parse_args(argv)
     from local_backend.checkpoint import load_transformer
     from local_backend.tokenizer import find_tokenizer
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     path = Path(args.path) if args.path else Path(__file__).parent / "weights"
-    model = load_transformer(path, dtype="float32")
+    model = load_transformer(path, dtype=args.dtype)
     tokenizer = find_tokenizer(path, model.config.vocab_size)
     report = run_evaluation(model, tokenizer, n=args.n)
     render(report)

@@ -131,16 +131,19 @@ def token_stream(
     chunk_size: int = DEFAULT_PREFILL_CHUNK,
 ) -> Iterator[int]:
     """Yield new token ids until a stop id (yielded too) or ``max_new_tokens``."""
+    if not prompt:
+        raise ValueError("the prompt is empty: it needs at least one token (e.g. BOS)")
     if max_new_tokens <= 0:
         return
     guard: AbstractContextManager[object] = lock if lock is not None else nullcontext()
     device = model.tok_embeddings.weight.device
     generator = sampling.generator() if sampling.temperature > 0 else None
-    with guard, torch.inference_mode():
+    with torch.inference_mode():
         cache = model.new_cache(1, capacity=len(prompt) + max_new_tokens)
-        logits = prefill(
-            model, torch.tensor([list(prompt)], device=device), cache, chunk_size=chunk_size
-        )
+        tokens = torch.tensor([list(prompt)], device=device)
+    for start in range(0, tokens.shape[1], chunk_size):  # the lock is released between chunks
+        with guard, torch.inference_mode():
+            logits = model.forward_last(tokens[:, start : start + chunk_size], cache)
     for produced in range(1, max_new_tokens + 1):
         with torch.inference_mode():
             token = int(sample(logits, sampling, generator)[0])
@@ -169,9 +172,10 @@ class TextStream:
         prompt_tokens: int,
         stop: Sequence[str] = (),
         stop_ids: frozenset[int] = frozenset(),
+        context: Sequence[int] = (),
     ) -> None:
         self._tokens = tokens
-        self._decoder = IncrementalDecoder(tokenizer)
+        self._decoder = IncrementalDecoder(tokenizer, context)
         self._stops = tuple(s for s in stop if s)
         self._stop_ids = stop_ids
         self.prompt_tokens = prompt_tokens

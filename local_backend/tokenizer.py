@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import sentencepiece as spm
@@ -88,13 +89,20 @@ class IncrementalDecoder:
     Each delta is the decode of a short window ending at the new token minus the decode of
     the same window without it, so SentencePiece's leading-space rule and byte-fallback
     pieces behave as in one decode of the whole sequence.
+
+    ``context`` (the prompt's ids) makes the text a continuation of the prompt: a first
+    token ``▁Hello`` after ``[/INST]`` reads `` Hello``, as servers such as TGI and vLLM
+    return it, and a continued assistant turn keeps its space. Without context the text is
+    what ``decode`` of the new ids alone gives (``Hello``).
     """
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    _CONTEXT_TOKENS = 4
+
+    def __init__(self, tokenizer: Tokenizer, context: Sequence[int] = ()) -> None:
         self._tok = tokenizer
-        self._ids: list[int] = []
+        self._ids: list[int] = list(context[-self._CONTEXT_TOKENS :]) if context else []
         self._prefix = 0  # window start
-        self._read = 0  # tokens whose text has been emitted
+        self._read = len(self._ids)  # tokens whose text has been emitted (or is context)
 
     def push(self, token_id: int) -> str:
         self._ids.append(token_id)

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from bedrock_mistral.prompt import format_prompt
 from local_backend.config import ModelConfig, MoeConfig
-from local_backend.data import Sample, iter_samples
+from local_backend.data import MIX, MIX_LATE, Sample, iter_samples
 from local_backend.evaluate import FamilyResult, heldout_samples, score
 from local_backend.model import Transformer
 from local_backend.tokenizer import Tokenizer
@@ -88,6 +88,7 @@ class TrainConfig:
     warmup: int = 200
     weight_decay: float = 0.1
     aux_loss_coef: float = 0.02
+    late_mix_from: float = 0.36  # share of the steps after which MIX_LATE replaces MIX
     grad_clip: float = 1.0
     eval_every: int = 250
     eval_n: int = 24
@@ -160,7 +161,8 @@ def make_batch(
     guessing); the tail of a row that nothing fits into is padding without loss.
     """
     width = cfg.seq_len + 1
-    stream: Iterator[Sample] = iter_samples("train", seed=cfg.seed * 1_000_003 + step)
+    mix = MIX if step < cfg.late_mix_from * cfg.steps else MIX_LATE
+    stream: Iterator[Sample] = iter_samples("train", seed=cfg.seed * 1_000_003 + step, mix=mix)
 
     def draw() -> tuple[list[int], list[bool]]:
         while True:  # a recall conversation longer than a row is skipped

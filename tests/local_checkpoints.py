@@ -97,8 +97,12 @@ def to_original(w: torch.Tensor, n: int, head_dim: int) -> torch.Tensor:
     return w.view(n, 2, head_dim // 2, w.shape[1]).transpose(1, 2).reshape(n * head_dim, w.shape[1])
 
 
-def write_consolidated(reference: Any, path: Path) -> None:
-    """The reference's weights in Mistral's format: params.json + consolidated.safetensors."""
+def write_consolidated(reference: Any, path: Path, *, fused_experts: bool = False) -> None:
+    """The reference's weights in Mistral's format: params.json + consolidated.safetensors.
+
+    ``fused_experts``: the first Mixtral release's layout, per layer
+    ``block_sparse_moe.w1``/``w3`` [E*I, H] and ``w2`` [E*I, H] (each expert's w2 transposed).
+    """
     cfg = reference.config
     head_dim = cfg.head_dim or cfg.hidden_size // cfg.num_attention_heads
     sd = {k: v.detach().clone().contiguous() for k, v in _hf_tensors(reference).items()}
@@ -120,7 +124,18 @@ def write_consolidated(reference: Any, path: Path) -> None:
         )
         out[o + "attention.wv.weight"] = sd[p + "self_attn.v_proj.weight"]
         out[o + "attention.wo.weight"] = sd[p + "self_attn.o_proj.weight"]
-        if hasattr(cfg, "num_local_experts"):
+        if hasattr(cfg, "num_local_experts") and fused_experts:
+            moe = p + "block_sparse_moe."
+            experts = range(cfg.num_local_experts)
+            out[o + "block_sparse_moe.gate.weight"] = sd[moe + "gate.weight"]
+            for w in ("w1", "w3"):
+                out[f"{o}block_sparse_moe.{w}"] = torch.cat(
+                    [sd[f"{moe}experts.{e}.{w}.weight"] for e in experts]
+                )
+            out[f"{o}block_sparse_moe.w2"] = torch.cat(
+                [sd[f"{moe}experts.{e}.w2.weight"].t() for e in experts]
+            )
+        elif hasattr(cfg, "num_local_experts"):
             out[o + "feed_forward.gate.weight"] = sd[p + "block_sparse_moe.gate.weight"]
             for e in range(cfg.num_local_experts):
                 for w in ("w1", "w2", "w3"):

@@ -177,3 +177,42 @@ def test_moe_trains_and_returns_router_logits() -> None:
             model(tokens)[:, :-1].flatten(0, 1), tokens[:, 1:].flatten()
         )
     assert after < loss
+
+
+@pytest.mark.parametrize(
+    ("extra", "theta"),
+    [({"sliding_window": 4096}, 10000.0), ({}, 1e6), ({"rope_theta": 5e5}, 5e5)],
+    ids=["v0.1-window", "no-window", "explicit"],
+)
+def test_params_json_rope_theta_default(extra: dict[str, object], theta: float) -> None:
+    raw = {
+        "dim": 64,
+        "n_layers": 2,
+        "head_dim": 16,
+        "hidden_dim": 96,
+        "n_heads": 4,
+        "n_kv_heads": 2,
+        "norm_eps": 1e-5,
+        "vocab_size": 128,
+        **extra,
+    }
+    assert ModelConfig.from_params_json(raw).rope_theta == theta
+
+
+def test_params_json_moe_and_file(tmp_path: Path) -> None:
+    raw = {
+        "dim": 64,
+        "n_layers": 2,
+        "head_dim": 16,
+        "hidden_dim": 96,
+        "n_heads": 4,
+        "n_kv_heads": 2,
+        "norm_eps": 1e-5,
+        "vocab_size": 128,
+        "rope_theta": 1e6,
+        "moe": {"num_experts": 8, "num_experts_per_tok": 2},
+    }
+    (tmp_path / "params.json").write_text(json.dumps(raw))
+    config = ModelConfig.from_file(tmp_path)
+    assert config.moe == MoeConfig(num_experts=8, num_experts_per_tok=2)
+    assert config.architecture == "MixtralForCausalLM"

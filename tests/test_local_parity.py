@@ -97,8 +97,11 @@ def test_greedy_generation_token_for_token(pair: tuple[Case, Any, LocalModel, Pa
 def test_consolidated_format_gives_the_same_logits(
     pair: tuple[Case, Any, LocalModel, Path], tmp_path: Path
 ) -> None:
-    _, reference, _, _ = pair
+    _, reference, _, path = pair
     write_consolidated(reference, tmp_path)
+    # a folder may also carry the HF config.json (repos ship both); without HF weights
+    # beside it, the consolidated files are the ones loaded
+    (tmp_path / "config.json").write_text((path / "config.json").read_text())
     model = local_backend.load(tmp_path, dtype="float32")
     tokens = _tokens()
     torch.testing.assert_close(
@@ -113,3 +116,14 @@ def test_bfloat16_load_stays_close(pair: tuple[Case, Any, LocalModel, Path]) -> 
     tokens = _tokens(batch=1)
     ours = model.forward(tokens).float()
     assert (ours - _reference_logits(reference, tokens)).abs().max() < 0.05
+
+
+def test_first_mixtral_release_layout(tmp_path: Path) -> None:
+    case = CASES[0]  # Mixtral
+    reference = build_reference(case, tmp_path / "hf")
+    write_consolidated(reference, tmp_path / "orig", fused_experts=True)
+    model = local_backend.load(tmp_path / "orig", dtype="float32")
+    tokens = _tokens()
+    torch.testing.assert_close(
+        model.forward(tokens), _reference_logits(reference, tokens), atol=ATOL, rtol=0
+    )

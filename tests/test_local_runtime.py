@@ -303,3 +303,11 @@ def _no_tokenizer() -> Any:
     from local_backend.errors import TokenizerError
 
     return TokenizerError("no tokenizer in this test")
+
+
+def test_bundled_model_runs_in_float32(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    save_pretrained(_model(), MOE, tmp_path, dtype="float16")  # stored small, as it ships
+    monkeypatch.setattr("local_backend.runtime.BUNDLED_WEIGHTS", tmp_path)
+    assert local_backend.load().dtype == torch.float32
+    assert local_backend.load(tmp_path).dtype == torch.float16  # other checkpoints: as stored
+    assert local_backend.load(dtype="bfloat16").dtype == torch.bfloat16

@@ -89,3 +89,12 @@ def test_incremental_decoder_never_splits_characters(tokenizer: Tokenizer) -> No
     assert "".join(deltas) == tokenizer.decode(ids) == text
     assert not any("\ufffd" in d for d in deltas)
     assert any(d.startswith(" ") for d in deltas)  # SentencePiece spaces survive between deltas
+
+
+def test_incremental_decoder_continues_the_prompt(tokenizer: Tokenizer) -> None:
+    prompt = tokenizer.encode_prompt("<s> [INST] Hi [/INST]")
+    reply = tokenizer.encode("Hello there")  # starts with "▁Hello"
+    with_context = IncrementalDecoder(tokenizer, prompt)
+    alone = IncrementalDecoder(tokenizer)
+    assert "".join(with_context.push(i) for i in reply) == " Hello there"  # as Bedrock returns it
+    assert "".join(alone.push(i) for i in reply) == "Hello there"
