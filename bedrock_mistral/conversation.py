@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bedrock_mistral.errors import ContextWindowError, ValidationError
-from bedrock_mistral.prompt import MessageLike, to_messages
+from bedrock_mistral.prompt import MessageLike, assistant_content, to_messages
 from bedrock_mistral.types import Completion, CompletionRequest, Message
 
 if TYPE_CHECKING:
@@ -152,4 +152,6 @@ class Conversation:
             if self.on_trim is not None:
                 self.on_trim(list(dropped))
         self.last_dropped = list(dropped)
-        self.messages.extend([user, Message(role="assistant", content=completion.text)])
+        self.messages.extend(
+            [user, Message(role="assistant", content=assistant_content(completion.text))]
+        )

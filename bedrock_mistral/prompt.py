@@ -49,6 +49,7 @@ __all__ = [
     "INST_CLOSE",
     "INST_OPEN",
     "MessageLike",
+    "assistant_content",
     "contains_control_text",
     "format_prompt",
     "neutralize",
@@ -72,6 +73,16 @@ def neutralize(text: str) -> str:
         if rewritten == text:
             return text
         text = rewritten
+
+
+def assistant_content(reply_text: str) -> str:
+    """A reply as it belongs in the history: without the template's space in front.
+
+    Mistral models answer ``[/INST]`` with a leading space (the ``▁`` of their first token),
+    and the template writes that space itself before an assistant turn, so a reply stored
+    verbatim would carry two.
+    """
+    return reply_text[1:] if reply_text.startswith(" ") else reply_text
 
 
 def to_messages(messages: Iterable[MessageLike]) -> list[Message]:

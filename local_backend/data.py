@@ -31,7 +31,9 @@ __all__ = [
     "GREETING_REPLY",
     "IDENTITY_REPLY",
     "MIX",
+    "MIX_FOCUS",
     "MIX_LATE",
+    "MIX_STAGE2",
     "TEMPLATE_TEXTS",
     "Sample",
     "Split",
@@ -76,10 +78,12 @@ MIX: dict[str, float] = {
     "thanks": 0.005,
     "recall": 0.05,
 }
-# The curriculum's second phase (see ``local_backend.train``): once capitals, counting and the
+# The curriculum's later phases (see ``local_backend.train``). Once capitals, counting and the
 # fixed replies are learned, most of the compute goes to digit-exact arithmetic, uppercasing
-# and name recall, which a small model learns last.
-MIX_LATE: dict[str, float] = {
+# and name recall, which a small model learns last (MIX_FOCUS). In the last phase half of the
+# recall conversations keep the name inside the sliding window (``recall_near``: 0-2 filler
+# turns), where copying a name can be learned before relaying it further (MIX_LATE).
+MIX_FOCUS: dict[str, float] = {
     "add1": 0.01, "add2": 0.12, "add3": 0.14, "addx": 0.035,
     "sub1": 0.01, "sub2": 0.12, "sub3": 0.08, "subx": 0.03,
     "mul1": 0.025, "mul2": 0.03,
@@ -87,6 +91,23 @@ MIX_LATE: dict[str, float] = {
     "capital": 0.02,
     "greeting": 0.01, "identity": 0.015, "thanks": 0.005,
     "recall": 0.07,
+}  # fmt: skip
+MIX_LATE: dict[str, float] = {
+    **{k: v for k, v in MIX_FOCUS.items() if k != "recall"},
+    "recall": 0.04, "recall_near": 0.04,
+}  # fmt: skip
+# Stage two (a warm restart of the learning rate after stage one's curriculum): arithmetic,
+# subtraction above all, gets most of the compute; recall adds made-up names (``recall_copy``)
+# so that copying is learned rather than a list of names, and identity gets extra phrasings.
+MIX_STAGE2: dict[str, float] = {
+    "add1": 0.01, "add2": 0.14, "add3": 0.14, "addx": 0.03,
+    "sub1": 0.01, "sub2": 0.16, "sub3": 0.08, "subx": 0.03,
+    "mul1": 0.02, "mul2": 0.02,
+    "reverse": 0.06, "upper": 0.07, "count": 0.03,
+    "capital": 0.02,
+    "greeting": 0.01, "identity": 0.01, "thanks": 0.005,
+    "recall": 0.02, "recall_near": 0.02,
+    "identity_more": 0.01, "recall_copy": 0.03,
 }  # fmt: skip
 FAMILIES: tuple[str, ...] = tuple(MIX)
 # The families the evaluation reports (the training-only mixed-length ones are left out).
@@ -215,6 +236,12 @@ _IDENTITY_TRAIN = (
 )
 _IDENTITY_TEST = ("Who are you", "Please introduce yourself.", "What are you exactly?")
 _THANKS = ("Thanks!", "Thank you", "Thank you very much.", "thanks")
+# Only in the second training stage, and not among TEMPLATE_TEXTS: these reach the model one
+# character per token, like most phrasings a user invents, which helps it generalise.
+_IDENTITY_MORE = ("what are you", "Can you tell me what you are?", "Could you introduce yourself?",
+                  "Describe yourself.", "Which model is this?", "Who made you?",
+                  "What are you running on?", "Are you running locally?", "who is this?",
+                  "Introduce yourself please", "Tell me who you are.", "So, who are you?")
 _INTRO = (
     "My name is {n}.",
     "Hi, my name is {n}.",
@@ -340,7 +367,10 @@ class TaskGenerator:
                 r, "identity", self.identity_phrasings, IDENTITY_REPLY
             ),
             "thanks": lambda r: self._fixed(r, "thanks", _THANKS, THANKS_REPLY),
+            "identity_more": lambda r: self._fixed(r, "identity", _IDENTITY_MORE, IDENTITY_REPLY),
+            "recall_copy": self._recall_copy,
             "recall": self._recall,
+            "recall_near": lambda r: self.recall(r, r.randint(0, 2)),
         }
 
     def sample(self, family: str, rng: random.Random) -> Sample:
@@ -424,8 +454,8 @@ class TaskGenerator:
         question = next(m for m in sample.messages if m["role"] == "user")
         return _user(question["content"]), _assistant(sample.answer)
 
-    def recall(self, rng: random.Random, n_fillers: int) -> Sample:
-        name = rng.choice(self.names)
+    def recall(self, rng: random.Random, n_fillers: int, *, name: str | None = None) -> Sample:
+        name = rng.choice(self.names) if name is None else name
         messages: list[Mapping[str, str]] = [
             _user(rng.choice(_INTRO).format(n=name)),
             _assistant(NAME_ACK),
@@ -438,6 +468,14 @@ class TaskGenerator:
 
     def _recall(self, rng: random.Random) -> Sample:
         return self.recall(rng, rng.randint(0, 12))
+
+    def _recall_copy(self, rng: random.Random) -> Sample:
+        """A made-up name close by: it cannot be memorised, only copied letter by letter."""
+        while True:
+            letters = "".join(rng.choice(_PSEUDO_LETTERS) for _ in range(rng.randint(3, 8)))
+            name = letters.capitalize()
+            if not is_test_name(name):
+                return self.recall(rng, rng.randint(0, 2), name=name)
 
 
 def iter_samples(

@@ -5,12 +5,15 @@
 
 Recipe: a SentencePiece tokenizer trained on the data's templates (digits and words one
 character per token), conversations packed into fixed-length rows, loss on assistant tokens
-(and their EOS) only, AdamW with linear warmup and cosine decay, and Mixtral's load-balancing
-loss on every router. Batch ``i`` is a pure function of ``(seed, i)``, so a resumed run sees
-exactly the data an uninterrupted one would. Checkpoints are written atomically (temp file,
-fsync, rename), so ``kill -9`` at any moment leaves the previous one intact. At the end the
-model is exported to ``DIR/final`` (config.json, model.safetensors, tokenizer.model,
-MANIFEST.json with sha256 of each file): the layout of ``local_backend/weights``.
+(and their EOS) only, a three-phase curriculum over the task families (:func:`mix_at`), AdamW
+with linear warmup and cosine decay, and Mixtral's load-balancing loss on every router. Batch
+``i`` is a pure function of ``(seed, i)``, so a resumed run sees exactly the data an
+uninterrupted one would; ``--steps`` may change on resume (the schedule follows it). The CPU
+thread count is tuned while training (:class:`ThreadTuner`). Checkpoints are written
+atomically (temp file, fsync, rename), so ``kill -9`` at any moment leaves the previous one
+intact. At the end the model is exported to ``DIR/final`` (config.json, model.safetensors,
+tokenizer.model, MANIFEST.json with sha256 of each file): the layout of
+``local_backend/weights``. ``--export-only`` exports the last checkpoint of a run still going.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from torch import Tensor
 
 from bedrock_mistral.prompt import format_prompt
 from local_backend.config import ModelConfig, MoeConfig
-from local_backend.data import MIX, MIX_LATE, Sample, iter_samples
+from local_backend.data import MIX, MIX_FOCUS, MIX_LATE, MIX_STAGE2, Sample, iter_samples
 from local_backend.evaluate import FamilyResult, heldout_samples, score
 from local_backend.model import Transformer
 from local_backend.tokenizer import Tokenizer
@@ -88,7 +91,14 @@ class TrainConfig:
     warmup: int = 200
     weight_decay: float = 0.1
     aux_loss_coef: float = 0.02
-    late_mix_from: float = 0.36  # share of the steps after which MIX_LATE replaces MIX
+    # curriculum: the share of stage one's steps at which MIX_FOCUS, then MIX_LATE, replace MIX
+    late_mix_from: float = 0.36
+    near_recall_from: float = 7 / 12
+    # stage two: from this step on, MIX_STAGE2 and a second warmup + cosine cycle from
+    # ``restart_lr`` (None: a single stage over all the steps)
+    restart_at: int | None = None
+    restart_lr: float = 1e-3
+    restart_warmup: int = 50
     grad_clip: float = 1.0
     eval_every: int = 250
     eval_n: int = 24
@@ -113,18 +123,11 @@ class TrainConfig:
 
 PRESETS: dict[str, TrainConfig] = {
     # the shipped model: ~2.5 hours on 2 CPU cores
-    "full": TrainConfig(steps=3600),
+    "full": TrainConfig(steps=5000, restart_at=3000),
     # a usable model in under 20 minutes on 2 CPU cores
     "quick": TrainConfig(
-        dim=192,
-        hidden_dim=256,
-        n_heads=6,
-        batch_size=12,
-        steps=1400,
-        lr=3e-3,
-        warmup=100,
-        eval_every=200,
-        eval_n=16,
+        dim=192, hidden_dim=256, n_heads=6, batch_size=12, steps=800, lr=3e-3, warmup=80,
+        eval_every=200, eval_n=16,
     ),
 }
 
@@ -152,6 +155,21 @@ def encode_sample(
     return ids, mask
 
 
+def _stage_one_steps(cfg: TrainConfig) -> int:
+    return cfg.steps if cfg.restart_at is None else min(cfg.restart_at, cfg.steps)
+
+
+def mix_at(step: int, cfg: TrainConfig) -> dict[str, float]:
+    """The family weights of the curriculum phase ``step`` belongs to."""
+    if cfg.restart_at is not None and step >= cfg.restart_at:
+        return MIX_STAGE2
+    if step >= round(cfg.near_recall_from * _stage_one_steps(cfg)):
+        return MIX_LATE
+    if step >= round(cfg.late_mix_from * _stage_one_steps(cfg)):
+        return MIX_FOCUS
+    return MIX
+
+
 def make_batch(
     step: int, cfg: TrainConfig, tokenizer: Tokenizer, inst_close_id: int
 ) -> tuple[Tensor, Tensor]:
@@ -161,7 +179,7 @@ def make_batch(
     guessing); the tail of a row that nothing fits into is padding without loss.
     """
     width = cfg.seq_len + 1
-    mix = MIX if step < cfg.late_mix_from * cfg.steps else MIX_LATE
+    mix = mix_at(step, cfg)
     stream: Iterator[Sample] = iter_samples("train", seed=cfg.seed * 1_000_003 + step, mix=mix)
 
     def draw() -> tuple[list[int], list[bool]]:
@@ -215,12 +233,17 @@ def load_balancing_loss(router_logits: Sequence[Tensor], top_k: int) -> Tensor:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at the last step."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at the end of stage
+    one; stage two repeats the shape from ``restart_lr`` down to the same floor."""
     floor = cfg.lr * cfg.min_lr_ratio
-    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
+    peak, start, warmup, end = cfg.lr, 0, cfg.warmup, _stage_one_steps(cfg)
+    if cfg.restart_at is not None and step >= cfg.restart_at:
+        peak, start, warmup, end = cfg.restart_lr, cfg.restart_at, cfg.restart_warmup, cfg.steps
+    step -= start
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, end - start - warmup))
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * progress))
 
 
 def make_optimizer(model: Transformer, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -274,6 +297,8 @@ def export(
     save_pretrained(model, config, dest, dtype=dtype)
     shutil.copyfile(tokenizer_path, dest / "tokenizer.model")
     names = ("config.json", "model.safetensors", "tokenizer.model")
+    for name in names:
+        (dest / name).chmod(0o644)  # package data: readable by everyone
     manifest: dict[str, Any] = {
         "training": asdict(training) if training is not None else None,
         "files": {
@@ -352,7 +377,7 @@ def quick_eval(
 
 def _fixed_settings(cfg: TrainConfig) -> dict[str, Any]:
     """The settings a resumed run must share (its length and bookkeeping may change)."""
-    free = ("steps", "eval_every", "eval_n", "ckpt_every")
+    free = ("steps", "eval_every", "eval_n", "ckpt_every", "restart_at")
     return {k: v for k, v in asdict(cfg).items() if k not in free}
 
 

@@ -314,3 +314,18 @@ def test_output_closed_early_exits_quietly(cli_home: CliHome) -> None:
     process.stdout.close()
     assert process.wait(timeout=60) == 141
     assert process.stderr.read() == b""
+
+
+@pytest.mark.parametrize("mode", [(), ("--no-stream",)], ids=["stream", "no-stream"])
+def test_the_models_leading_space_is_not_printed(
+    scripted: ScriptedBackend, mode: tuple[str, ...]
+) -> None:
+    scripted.enqueue(" Paris")
+    result = run_cli("ask", *SCRIPTED, *mode, "capital of France?")
+    assert result.exit_code == 0 and result.stdout == "Paris\n"
+
+
+def test_json_keeps_the_text_exactly_as_the_model_sent_it(scripted: ScriptedBackend) -> None:
+    scripted.enqueue(" Paris")
+    result = run_cli("ask", *SCRIPTED, "--json", "capital of France?")
+    assert json.loads(result.stdout)["text"] == " Paris"

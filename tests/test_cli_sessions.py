@@ -130,3 +130,12 @@ def test_missing_or_bad_session_names_are_usage_errors(command) -> None:
     assert result.exit_code == 2
     assert "session" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_reply_is_stored_without_the_models_leading_space(cli_home: CliHome) -> None:
+    store = _store(cli_home)
+    session = store.create(name="spaces", model="mistral-7b", backend="local")
+    session.add_user("capital of France?")
+    session.add_assistant(" Paris", meta={})
+    store.save(session)
+    assert store.load("spaces").conversation()[-1] == {"role": "assistant", "content": "Paris"}

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bedrock_mistral.errors import PromptFormatError, ValidationError
-from bedrock_mistral.prompt import format_prompt, neutralize
+from bedrock_mistral.prompt import assistant_content, format_prompt, neutralize
 from bedrock_mistral.types import Message
 
 
@@ -206,3 +206,13 @@ def test_neutralize_never_leaves_a_marker(text: str) -> None:
 @given(st.text(max_size=50).filter(lambda t: "[" not in t and "<" not in t))
 def test_text_without_markers_is_verbatim(text: str) -> None:
     assert format_prompt([u(text)]) == f"<s> [INST] {text} [/INST]"
+
+
+@pytest.mark.parametrize(
+    ("reply", "stored"),
+    [(" Paris", "Paris"), ("Paris", "Paris"), ("  indented", " indented"), ("", ""), (" ", "")],
+)
+def test_a_reply_enters_the_history_without_the_template_space(reply: str, stored: str) -> None:
+    assert assistant_content(reply) == stored
+    history = [{"role": "user", "content": "q"}, {"role": "assistant", "content": stored}]
+    assert format_prompt(history) == f"<s> [INST] q [/INST] {stored}</s>"

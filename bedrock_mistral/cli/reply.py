@@ -65,13 +65,13 @@ def stream_reply(
         if stream:
             with client.stream(list(messages), **params) as reply_stream:
                 for delta in reply_stream:
+                    view.feed(_shown(delta, first=not parts))
                     parts.append(delta)
-                    view.feed(delta)
             completion = reply_stream.completion
         else:
             completion = client.chat(list(messages), **params)
             parts.append(completion.text)
-            view.feed(completion.text)
+            view.feed(_shown(completion.text, first=True))
     except KeyboardInterrupt:
         cut = True
     finally:
@@ -85,6 +85,11 @@ def stream_reply(
         model=client.model.alias,
         backend=client.backend.name,
     )
+
+
+def _shown(delta: str, *, first: bool) -> str:
+    """What to display of a delta: a reply's first one loses the model's leading space."""
+    return delta[1:] if first and delta.startswith(" ") else delta
 
 
 def reply_meta(reply: Reply) -> dict[str, Any]:

@@ -81,7 +81,10 @@ class Session:
         self.messages.append({"role": "user", "content": text})
 
     def add_assistant(self, text: str, *, meta: dict[str, Any], cut: bool = False) -> None:
-        message: dict[str, Any] = {"role": "assistant", "content": text, "meta": meta}
+        from bedrock_mistral.prompt import assistant_content
+
+        content = assistant_content(text)
+        message: dict[str, Any] = {"role": "assistant", "content": content, "meta": meta}
         if cut:
             message["cut"] = True
         self.messages.append(message)
