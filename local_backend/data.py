@@ -238,10 +238,20 @@ _IDENTITY_TEST = ("Who are you", "Please introduce yourself.", "What are you exa
 _THANKS = ("Thanks!", "Thank you", "Thank you very much.", "thanks")
 # Only in the second training stage, and not among TEMPLATE_TEXTS: these reach the model one
 # character per token, like most phrasings a user invents, which helps it generalise.
-_IDENTITY_MORE = ("what are you", "Can you tell me what you are?", "Could you introduce yourself?",
-                  "Describe yourself.", "Which model is this?", "Who made you?",
-                  "What are you running on?", "Are you running locally?", "who is this?",
-                  "Introduce yourself please", "Tell me who you are.", "So, who are you?")
+_IDENTITY_MORE = (
+    "what are you",
+    "Can you tell me what you are?",
+    "Could you introduce yourself?",
+    "Describe yourself.",
+    "Which model is this?",
+    "Who made you?",
+    "What are you running on?",
+    "Are you running locally?",
+    "who is this?",
+    "Introduce yourself please",
+    "Tell me who you are.",
+    "So, who are you?",
+)
 _INTRO = (
     "My name is {n}.",
     "Hi, my name is {n}.",

@@ -126,8 +126,15 @@ PRESETS: dict[str, TrainConfig] = {
     "full": TrainConfig(steps=5000, restart_at=3000),
     # a usable model in under 20 minutes on 2 CPU cores
     "quick": TrainConfig(
-        dim=192, hidden_dim=256, n_heads=6, batch_size=12, steps=800, lr=3e-3, warmup=80,
-        eval_every=200, eval_n=16,
+        dim=192,
+        hidden_dim=256,
+        n_heads=6,
+        batch_size=12,
+        steps=800,
+        lr=3e-3,
+        warmup=80,
+        eval_every=200,
+        eval_n=16,
     ),
 }
 
@@ -375,6 +382,41 @@ def quick_eval(
     return results
 
 
+def train_step(
+    model: Transformer,
+    optimizer: torch.optim.Optimizer,
+    inputs: Tensor,
+    targets: Tensor,
+    step: int,
+    cfg: TrainConfig,
+) -> tuple[float, float]:
+    """One optimiser step; returns the reply cross-entropy and the balancing loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    logits, router = model.forward_with_router_logits(inputs)  # [B, S, V], per layer [B*S, E]
+    ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+    aux = load_balancing_loss(router, cfg.num_experts_per_tok)
+    optimizer.zero_grad(set_to_none=True)
+    (ce + cfg.aux_loss_coef * aux).backward()  # type: ignore[no-untyped-call]
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return float(ce.detach()), float(aux.detach())
+
+
+def _restore(
+    path: Path, model: Transformer, optimizer: torch.optim.Optimizer, cfg: TrainConfig
+) -> int:
+    """Load a checkpoint written with compatible settings; returns its step."""
+    state = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
+    saved = TrainConfig(**state["train_config"])
+    if _fixed_settings(saved) != _fixed_settings(cfg):
+        raise SystemExit(f"{path} was written with different settings: {saved}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    logger.info("resumed from %s at step %d", path, state["step"])
+    return int(state["step"])
+
+
 def _fixed_settings(cfg: TrainConfig) -> dict[str, Any]:
     """The settings a resumed run must share (its length and bookkeeping may change)."""
     free = ("steps", "eval_every", "eval_n", "ckpt_every", "restart_at")
@@ -402,17 +444,8 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, device: Device =
     random.seed(cfg.seed)
     model = Transformer(model_cfg).to(dev)
     optimizer = make_optimizer(model, cfg)
-    step = 0
     ckpt_path = out / "checkpoint.pt"
-    if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        saved = TrainConfig(**state["train_config"])
-        if _fixed_settings(saved) != _fixed_settings(cfg):
-            raise SystemExit(f"{ckpt_path} was written with different settings: {saved}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        logger.info("resumed from %s at step %d", ckpt_path, step)
+    step = _restore(ckpt_path, model, optimizer, cfg) if resume and ckpt_path.is_file() else 0
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     logger.info(
@@ -431,27 +464,16 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, device: Device =
         step_start = time.perf_counter()
         if tuner is not None:
             torch.set_num_threads(tuner.threads())
-        inputs, targets = make_batch(step, cfg, tokenizer, inst_close_id)
-        inputs, targets = inputs.to(dev), targets.to(dev)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        logits, router = model.forward_with_router_logits(inputs)
-        ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
-        aux = load_balancing_loss(router, cfg.num_experts_per_tok)
-        loss = ce + cfg.aux_loss_coef * aux
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        inputs, targets = (t.to(dev) for t in make_batch(step, cfg, tokenizer, inst_close_id))
+        ce_value, aux_value = train_step(model, optimizer, inputs, targets, step, cfg)
         step += 1
         if tuner is not None:
             tuner.record(time.perf_counter() - step_start)
         tokens_since += inputs.numel()
-        ce_value = float(ce.detach())
         loss_avg = ce_value if loss_avg is None else 0.98 * loss_avg + 0.02 * ce_value
         now = time.perf_counter()
         bar.set_postfix_str(
-            f"loss {loss_avg:.3f} aux {float(aux.detach()):.3f} "
+            f"loss {loss_avg:.3f} aux {aux_value:.3f} "
             f"{tokens_since / (now - t_last):.0f} tok/s "
             f"thr {torch.get_num_threads()} lr {lr_at(step, cfg):.1e}{last_acc}",
             refresh=False,

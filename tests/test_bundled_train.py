@@ -73,9 +73,21 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def _tiny(steps: int) -> TrainConfig:
-    return TrainConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=48,
-                       sliding_window=16, seq_len=48, batch_size=2, steps=steps, warmup=10,
-                       eval_every=1000, eval_n=1, ckpt_every=1)
+    return TrainConfig(
+        dim=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        hidden_dim=48,
+        sliding_window=16,
+        seq_len=48,
+        batch_size=2,
+        steps=steps,
+        warmup=10,
+        eval_every=1000,
+        eval_n=1,
+        ckpt_every=1,
+    )
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -108,7 +120,10 @@ def test_resumed_run_matches_an_uninterrupted_one(
     for name, tensor in _weights(straight).items():
         torch.testing.assert_close(_weights(resumed)[name], tensor, rtol=1e-4, atol=1e-5)
     assert {p.name for p in final.iterdir()} == {
-        "config.json", "model.safetensors", "tokenizer.model", "MANIFEST.json"
+        "config.json",
+        "model.safetensors",
+        "tokenizer.model",
+        "MANIFEST.json",
     }
 
 
