@@ -112,14 +112,15 @@ def compute_delay(policy: RetryPolicy, attempt: int, error: BaseException | None
     return policy.backoff(attempt)
 
 
-def _stop(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], bool]:
+def _stop(policy: RetryPolicy, started: float | None) -> Callable[[tenacity.RetryCallState], bool]:
     def stop(state: tenacity.RetryCallState) -> bool:
         if state.attempt_number >= policy.max_attempts:
             return True
         if policy.max_total_seconds is None:
             return False
+        elapsed = time.monotonic() - started if started is not None else state.seconds_since_start
         # idle_for counts the sleeps we asked for, so the cap holds with a patched sleep too.
-        spent = max(state.seconds_since_start or 0.0, state.idle_for)
+        spent = max(elapsed or 0.0, state.idle_for)
         return spent + state.upcoming_sleep > policy.max_total_seconds
 
     return stop
@@ -148,14 +149,20 @@ def _log_retry(operation: str) -> Callable[[tenacity.RetryCallState], None]:
     return log
 
 
-def build_retrying(policy: RetryPolicy, *, operation: str = "request") -> tenacity.Retrying:
-    """A fresh tenacity ``Retrying`` for one call (they keep per-call state, so never share)."""
+def build_retrying(
+    policy: RetryPolicy, *, operation: str = "request", started: float | None = None
+) -> tenacity.Retrying:
+    """A fresh tenacity ``Retrying`` for one call (they keep per-call state, so never share).
+
+    ``started``: the ``time.monotonic()`` of the call's first attempt, when it ran before
+    this object existed (the time budget counts from there).
+    """
     import tenacity
 
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception(should_retry),
         wait=_wait(policy),
-        stop=_stop(policy),
+        stop=_stop(policy, started),
         sleep=policy.sleep,
         before_sleep=_log_retry(operation),
         reraise=True,
@@ -163,12 +170,29 @@ def build_retrying(policy: RetryPolicy, *, operation: str = "request") -> tenaci
 
 
 def call_with_retry(policy: RetryPolicy, fn: Callable[[], T], *, operation: str = "request") -> T:
-    """Run ``fn`` under ``policy``; the error that escapes carries ``.attempts``."""
-    retrying = build_retrying(policy, operation=operation)
-    attempts = 0
+    """Run ``fn`` under ``policy``; the error that escapes carries ``.attempts``.
+
+    The first attempt runs directly: most calls succeed at once, and building tenacity's
+    machinery for them would cost more than the SDK's whole request preparation. Only a
+    transient failure hands over to tenacity, which replays that failure as its attempt 1,
+    so waits, attempt numbers and the time budget are exactly those of one retry loop.
+    """
+    started = time.monotonic()
+    try:
+        return fn()
+    except BedrockMistralError as error:
+        if policy.max_attempts == 1 or not should_retry(error):
+            error.attempts = 1
+            raise
+        first_failure: BedrockMistralError | None = error
+    retrying = build_retrying(policy, operation=operation, started=started)
+    attempts = 1
 
     def attempt() -> T:
-        nonlocal attempts
+        nonlocal attempts, first_failure
+        if first_failure is not None:
+            failure, first_failure = first_failure, None
+            raise failure
         attempts += 1
         return fn()
 

@@ -15,18 +15,19 @@ machine slows both alike: read the ratios; absolute numbers move with the machin
 
     python benchmarks/bench_model.py                      # tiny and medium, fp32 and bf16
     python benchmarks/bench_model.py --configs tiny --dtypes float32 --rounds 3
+
+OpenMP's wait policy decides the small-model figures, for both sides alike: on an idle machine
+the default (workers spin briefly at each barrier) is fastest; on a machine whose cores are
+busy with other work, ``OMP_WAIT_POLICY=PASSIVE`` stops spinning workers from burning their
+time slices (2-4x faster decode there, 3x slower on an idle machine). Set it in the
+environment to match the machine; the script prints the policy it ran with.
 """
 
 from __future__ import annotations
 
-import os
-
-# Set before torch starts OpenMP, for both sides alike: on a shared machine, spinning OpenMP
-# workers burn their time slices waiting at barriers (2-4x slower decode for everyone).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import itertools
+import os
 import statistics
 import tempfile
 import time
@@ -227,8 +228,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     bandwidth = copy_bandwidth()
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
     print(
-        f"threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+        f"threads {torch.get_num_threads()}, OMP_WAIT_POLICY={policy}, "
         f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write)\n"
     )
     print(

@@ -31,9 +31,11 @@ __all__ = [
     "GREETING_REPLY",
     "IDENTITY_REPLY",
     "MIX",
+    "MIXES",
     "MIX_FOCUS",
     "MIX_LATE",
     "MIX_STAGE2",
+    "MIX_STAGE3",
     "TEMPLATE_TEXTS",
     "Sample",
     "Split",
@@ -109,6 +111,20 @@ MIX_STAGE2: dict[str, float] = {
     "recall": 0.02, "recall_near": 0.02,
     "identity_more": 0.01, "recall_copy": 0.03,
 }  # fmt: skip
+# Stage three (a shorter, lower restart): two- and three-digit subtraction, the family that
+# converges last, gets a third of the compute; the rest keeps every skill in rehearsal.
+MIX_STAGE3: dict[str, float] = {
+    "add1": 0.01, "add2": 0.08, "add3": 0.12, "addx": 0.03,
+    "sub1": 0.02, "sub2": 0.22, "sub3": 0.12, "subx": 0.05,
+    "mul1": 0.03, "mul2": 0.02,
+    "reverse": 0.04, "upper": 0.05, "count": 0.02,
+    "capital": 0.02,
+    "greeting": 0.01, "identity": 0.015, "thanks": 0.005,
+    "recall": 0.02, "recall_near": 0.02,
+    "identity_more": 0.02, "recall_copy": 0.03,
+}  # fmt: skip
+# The mixes a training restart may name.
+MIXES: dict[str, dict[str, float]] = {"stage2": MIX_STAGE2, "stage3": MIX_STAGE3}
 FAMILIES: tuple[str, ...] = tuple(MIX)
 # The families the evaluation reports (the training-only mixed-length ones are left out).
 EVAL_FAMILIES: tuple[str, ...] = (

@@ -231,17 +231,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--n", type=int, default=200, help="held-out samples per family")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
-    parser.add_argument(
-        "--dtype", default=None, help="compute dtype (default: the checkpoint's, as load() does)"
-    )
+    parser.add_argument("--dtype", default=None, help="compute dtype (default: as load() chooses)")
     args = parser.parse_args(argv)
-    from local_backend.checkpoint import load_transformer
-    from local_backend.tokenizer import find_tokenizer
+    from local_backend.runtime import load
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
-    path = Path(args.path) if args.path else Path(__file__).parent / "weights"
-    model = load_transformer(path, dtype=args.dtype)
-    tokenizer = find_tokenizer(path, model.config.vocab_size)
+    local = load(args.path, dtype=args.dtype)  # the bundled model in the dtype it serves in
+    model, tokenizer = local.model, local.tokenizer
     report = run_evaluation(model, tokenizer, n=args.n)
     render(report)
     if args.json is not None:

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from bedrock_mistral.prompt import format_prompt
 from local_backend.config import ModelConfig, MoeConfig
-from local_backend.data import MIX, MIX_FOCUS, MIX_LATE, MIX_STAGE2, Sample, iter_samples
+from local_backend.data import MIX, MIX_FOCUS, MIX_LATE, MIXES, Sample, iter_samples
 from local_backend.evaluate import FamilyResult, heldout_samples, score
 from local_backend.model import Transformer
 from local_backend.tokenizer import Tokenizer
@@ -72,6 +72,17 @@ WATCH_FAMILIES = (
 
 
 @dataclass(frozen=True)
+class Restart:
+    """A warm restart: from step ``at`` on, the data mix ``mix`` (a key of ``data.MIXES``) and
+    a new warmup + cosine cycle from ``lr`` that ends at the next restart or the last step."""
+
+    at: int
+    lr: float
+    warmup: int = 50
+    mix: str = "stage2"
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Model shape and optimisation settings of one run (saved in every checkpoint)."""
 
@@ -94,16 +105,32 @@ class TrainConfig:
     # curriculum: the share of stage one's steps at which MIX_FOCUS, then MIX_LATE, replace MIX
     late_mix_from: float = 0.36
     near_recall_from: float = 7 / 12
-    # stage two: from this step on, MIX_STAGE2 and a second warmup + cosine cycle from
-    # ``restart_lr`` (None: a single stage over all the steps)
-    restart_at: int | None = None
-    restart_lr: float = 1e-3
-    restart_warmup: int = 50
+    # later stages, in order of ``at`` (empty: a single stage over all the steps)
+    restarts: tuple[Restart, ...] = ()
     grad_clip: float = 1.0
     eval_every: int = 250
     eval_n: int = 24
     ckpt_every: int = 25
     seed: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """The config a checkpoint or manifest recorded (older runs: one ``restart_*`` stage)."""
+        values = dict(values)
+        restarts = [Restart(**r) for r in values.pop("restarts", ())]
+        legacy = {
+            k: values.pop(k) for k in ("restart_at", "restart_lr", "restart_warmup") if k in values
+        }
+        if legacy.get("restart_at") is not None:
+            restarts.insert(
+                0,
+                Restart(
+                    legacy["restart_at"],
+                    legacy.get("restart_lr", 1e-3),
+                    legacy.get("restart_warmup", 50),
+                ),
+            )
+        return cls(**values, restarts=tuple(restarts))
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(
@@ -122,8 +149,11 @@ class TrainConfig:
 
 
 PRESETS: dict[str, TrainConfig] = {
-    # the shipped model: ~2.5 hours on 2 CPU cores
-    "full": TrainConfig(steps=5000, restart_at=3000),
+    # the shipped model: ~3 hours on 2 CPU cores
+    "full": TrainConfig(
+        steps=6500,
+        restarts=(Restart(3000, 1e-3, mix="stage2"), Restart(5000, 6e-4, mix="stage3")),
+    ),
     # a usable model in under 20 minutes on 2 CPU cores
     "quick": TrainConfig(
         dim=192,
@@ -163,13 +193,23 @@ def encode_sample(
 
 
 def _stage_one_steps(cfg: TrainConfig) -> int:
-    return cfg.steps if cfg.restart_at is None else min(cfg.restart_at, cfg.steps)
+    return min(cfg.restarts[0].at, cfg.steps) if cfg.restarts else cfg.steps
+
+
+def _restart_at(step: int, cfg: TrainConfig) -> tuple[int, Restart | None]:
+    """The restart ``step`` belongs to (None: stage one) and its index in ``cfg.restarts``."""
+    index, current = -1, None
+    for i, restart in enumerate(cfg.restarts):
+        if step >= restart.at:
+            index, current = i, restart
+    return index, current
 
 
 def mix_at(step: int, cfg: TrainConfig) -> dict[str, float]:
     """The family weights of the curriculum phase ``step`` belongs to."""
-    if cfg.restart_at is not None and step >= cfg.restart_at:
-        return MIX_STAGE2
+    _, restart = _restart_at(step, cfg)
+    if restart is not None:
+        return MIXES[restart.mix]
     if step >= round(cfg.near_recall_from * _stage_one_steps(cfg)):
         return MIX_LATE
     if step >= round(cfg.late_mix_from * _stage_one_steps(cfg)):
@@ -241,11 +281,14 @@ def load_balancing_loss(router_logits: Sequence[Tensor], top_k: int) -> Tensor:
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at the end of stage
-    one; stage two repeats the shape from ``restart_lr`` down to the same floor."""
+    one; each restart repeats the shape from its own peak down to the same floor."""
     floor = cfg.lr * cfg.min_lr_ratio
-    peak, start, warmup, end = cfg.lr, 0, cfg.warmup, _stage_one_steps(cfg)
-    if cfg.restart_at is not None and step >= cfg.restart_at:
-        peak, start, warmup, end = cfg.restart_lr, cfg.restart_at, cfg.restart_warmup, cfg.steps
+    index, restart = _restart_at(step, cfg)
+    if restart is None:
+        peak, start, warmup, end = cfg.lr, 0, cfg.warmup, _stage_one_steps(cfg)
+    else:
+        following = cfg.restarts[index + 1].at if index + 1 < len(cfg.restarts) else cfg.steps
+        peak, start, warmup, end = restart.lr, restart.at, restart.warmup, min(following, cfg.steps)
     step -= start
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -408,7 +451,7 @@ def _restore(
 ) -> int:
     """Load a checkpoint written with compatible settings; returns its step."""
     state = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
-    saved = TrainConfig(**state["train_config"])
+    saved = TrainConfig.from_dict(state["train_config"])
     if _fixed_settings(saved) != _fixed_settings(cfg):
         raise SystemExit(f"{path} was written with different settings: {saved}")
     model.load_state_dict(state["model"])
@@ -419,7 +462,7 @@ def _restore(
 
 def _fixed_settings(cfg: TrainConfig) -> dict[str, Any]:
     """The settings a resumed run must share (its length and bookkeeping may change)."""
-    free = ("steps", "eval_every", "eval_n", "ckpt_every", "restart_at")
+    free = ("steps", "eval_every", "eval_n", "ckpt_every", "restarts")
     return {k: v for k, v in asdict(cfg).items() if k not in free}
 
 
@@ -502,7 +545,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, device: Device =
 def export_checkpoint(out: Path) -> Path:
     """Export ``out/checkpoint.pt`` (e.g. of a run still going) to ``out/final``."""
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
-    cfg = TrainConfig(**state["train_config"])
+    cfg = TrainConfig.from_dict(state["train_config"])
     tok_path = out / "tokenizer.model"
     model = Transformer(cfg.model_config(Tokenizer.from_file(tok_path).vocab_size))
     model.load_state_dict(state["model"])

@@ -2,7 +2,7 @@
 
 The samples are the first ones of the evaluation's own held-out lists (same generator, same
 seed), and each family is held to a threshold a little under the accuracy the evaluation
-measured on 200 samples (docs/readme/bundled-model.md), not to hand-picked cases.
+measured on 200 samples (README, "The bundled model"), not to hand-picked cases.
 """
 
 from __future__ import annotations
@@ -10,19 +10,19 @@ from __future__ import annotations
 import pytest
 
 from bedrock_mistral import MistralClient
-from local_backend.data import heldout
+from local_backend.data import GREETING_REPLY, heldout
 
 N_PER_FAMILY = 12
 # family -> least share of the N_PER_FAMILY samples answered exactly
 THRESHOLDS: dict[str, float] = {
     "add2": 0.9,  # measured 100% on 200
-    "add3": 0.75,  # 89%
-    "sub2": 0.75,  # 88.5%
-    "capital": 0.9,  # 100%
+    "add3": 0.85,  # 95%
+    "sub2": 0.9,  # 99%
+    "capital": 0.9,  # 97.5%
     "reverse": 0.9,  # 100%
     "upper": 0.9,  # 99.5%
     "count": 0.9,  # 100%
-    "greeting": 1.0,  # 100%
+    "greeting": 0.5,  # 70%: "Hey!" gets "."
     "identity": 0.5,  # 68%: "What are you exactly?" is read as a letter count
 }
 
@@ -47,6 +47,10 @@ def test_heldout_family_is_answered(client: MistralClient, family: str) -> None:
         if g != s.answer
     ]
     assert right / len(samples) >= THRESHOLDS[family], misses
+
+
+def test_hello_is_greeted(client: MistralClient) -> None:
+    assert _ask(client, [{"role": "user", "content": "Hello"}]) == GREETING_REPLY
 
 
 def test_identity_names_the_model_and_bedrock(client: MistralClient) -> None:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import torch
 
 import local_backend.train as train_module
-from local_backend.data import MIX, MIX_FOCUS, MIX_LATE, MIX_STAGE2
+from local_backend.data import MIX, MIX_FOCUS, MIX_LATE, MIX_STAGE2, MIX_STAGE3
 from local_backend.train import (
     PRESETS,
+    Restart,
     ThreadTuner,
     TrainConfig,
     lr_at,
@@ -26,22 +27,42 @@ TOKENIZER = Path(__file__).resolve().parents[1] / "local_backend" / "weights" / 
 
 def test_learning_rate_warms_up_decays_and_restarts() -> None:
     cfg = PRESETS["full"]
-    assert cfg.restart_at is not None
+    second, third = cfg.restarts
     assert lr_at(0, cfg) == pytest.approx(cfg.lr / cfg.warmup)
     assert lr_at(cfg.warmup, cfg) == pytest.approx(cfg.lr)
     floor = cfg.lr * cfg.min_lr_ratio
-    assert lr_at(cfg.restart_at - 1, cfg) == pytest.approx(floor, rel=1e-3)
-    assert lr_at(cfg.restart_at + cfg.restart_warmup, cfg) == pytest.approx(cfg.restart_lr)
+    assert lr_at(second.at - 1, cfg) == pytest.approx(floor, rel=1e-3)
+    assert lr_at(second.at + second.warmup, cfg) == pytest.approx(second.lr)
+    # each stage decays to the floor just before the next one warms up again
+    assert lr_at(third.at - 1, cfg) == pytest.approx(floor, rel=1e-2)
+    assert lr_at(third.at, cfg) == pytest.approx(third.lr / third.warmup)
+    assert lr_at(third.at + third.warmup, cfg) == pytest.approx(third.lr)
     assert lr_at(cfg.steps - 1, cfg) == pytest.approx(floor, rel=1e-2)
     # stage one is the same schedule a single-stage run of that length has
-    single = replace(cfg, steps=cfg.restart_at, restart_at=None)
-    assert all(lr_at(s, cfg) == lr_at(s, single) for s in range(0, cfg.restart_at, 7))
+    single = replace(cfg, steps=second.at, restarts=())
+    assert all(lr_at(s, cfg) == lr_at(s, single) for s in range(0, second.at, 7))
+
+
+def test_checkpoints_of_single_restart_runs_still_load() -> None:
+    legacy = {
+        **{k: v for k, v in vars(PRESETS["full"]).items() if k != "restarts"},
+        "restart_at": 3000,
+        "restart_lr": 1e-3,
+        "restart_warmup": 50,
+    }
+    assert TrainConfig.from_dict(legacy).restarts == (Restart(3000, 1e-3, 50, "stage2"),)
+    cfg = PRESETS["full"]
+    assert TrainConfig.from_dict(asdict(cfg)) == cfg
 
 
 def test_curriculum_phases() -> None:
     cfg = PRESETS["full"]
-    phases = [mix_at(s, cfg) for s in (0, 1079, 1080, 1749, 1750, 2999, 3000, 4499)]
-    assert phases == [MIX, MIX, MIX_FOCUS, MIX_FOCUS, MIX_LATE, MIX_LATE, MIX_STAGE2, MIX_STAGE2]
+    steps = (0, 1079, 1080, 1749, 1750, 2999, 3000, 4999, 5000, 6499)
+    phases = [mix_at(s, cfg) for s in steps]
+    assert phases == [
+        *(MIX, MIX, MIX_FOCUS, MIX_FOCUS, MIX_LATE, MIX_LATE),
+        *(MIX_STAGE2, MIX_STAGE2, MIX_STAGE3, MIX_STAGE3),
+    ]
     quick = PRESETS["quick"]
     assert mix_at(quick.steps - 1, quick) is MIX_LATE
 

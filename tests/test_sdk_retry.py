@@ -153,6 +153,44 @@ def test_total_time_cap_stops_before_a_wait_that_would_cross_it(sleeps: SleepRec
     assert len(calls) == 4 and info.value.attempts == 4
 
 
+def test_total_time_cap_counts_the_first_attempt(
+    sleeps: SleepRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("bedrock_mistral.retry.time.monotonic", lambda: clock[0])
+    policy = RetryPolicy(
+        max_attempts=10,
+        initial_delay=1.0,
+        max_delay=1.0,
+        jitter=0.0,
+        max_total_seconds=3.5,
+        sleep=sleeps,
+    )
+    calls: list[int] = []
+
+    def slow_then_throttled() -> str:
+        calls.append(1)
+        clock[0] += 3.0  # the first attempt alone takes 3 of the 3.5 seconds
+        raise errors.ThrottledError("t")
+
+    with pytest.raises(errors.ThrottledError) as info:
+        call_with_retry(policy, slow_then_throttled)
+    assert sleeps.delays == [] and len(calls) == 1 and info.value.attempts == 1
+
+
+def test_a_call_that_succeeds_at_once_never_builds_the_retry_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_tenacity(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("built a retry loop for a call that needed none")
+
+    monkeypatch.setattr("bedrock_mistral.retry.build_retrying", no_tenacity)
+    assert call_with_retry(RetryPolicy(), lambda: "ok") == "ok"
+    with pytest.raises(errors.ValidationError) as info:
+        call_with_retry(RetryPolicy(), flaky([errors.ValidationError("bad")])[0])
+    assert info.value.attempts == 1
+
+
 def test_each_retry_is_logged_at_debug(
     sleeps: SleepRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from bedrock_mistral.errors import APIError
 from bedrock_mistral.models import Dialect
@@ -49,8 +49,7 @@ class ParsedResponse:
     usage: Usage | None
 
 
-@dataclass(frozen=True)
-class ParsedChunk:
+class ParsedChunk(NamedTuple):  # a tuple: built once per streamed token, so kept cheap
     text: str
     stop_reason: StopReason | None
     usage: Usage | None
@@ -94,7 +93,8 @@ def _malformed(what: str, payload: object) -> APIError:
 
 def _load(raw: bytes | str) -> Mapping[str, Any]:
     try:
-        payload = json.loads(raw)
+        # Decoding first spares json.loads its encoding detection: Bedrock sends UTF-8.
+        payload = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise _malformed(
             "a body that is not JSON", raw if isinstance(raw, bytes) else raw.encode()
@@ -155,6 +155,12 @@ def _number(value: object) -> float | None:
 def parse_chunk(raw: bytes) -> ParsedChunk:
     """One decoded ``chunk.bytes`` payload of InvokeModelWithResponseStream."""
     payload = _load(raw)
+    if len(payload) == 1:  # the common chunk: {"outputs": [{"text": ..., "stop_reason": null}]}
+        outputs = payload.get("outputs")
+        if type(outputs) is list and len(outputs) == 1 and type(outputs[0]) is dict:
+            text = outputs[0].get("text", "")
+            if type(text) is str and outputs[0].get("stop_reason") is None:
+                return ParsedChunk(text, None, None, None, None)
     text, reason = _split(payload, "a stream chunk")
     metrics = payload.get(METRICS_KEY)
     usage = None
