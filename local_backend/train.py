@@ -113,6 +113,14 @@ class TrainConfig:
     ckpt_every: int = 25
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        starts = [r.at for r in self.restarts]
+        if starts != sorted(set(starts)) or (starts and starts[0] <= 0):
+            raise ValueError(f"restarts must start at increasing steps > 0, not {starts}")
+        unknown = [r.mix for r in self.restarts if r.mix not in MIXES]
+        if unknown:
+            raise ValueError(f"unknown data mix {unknown[0]!r}; known: {', '.join(MIXES)}")
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """The config a checkpoint or manifest recorded (older runs: one ``restart_*`` stage)."""

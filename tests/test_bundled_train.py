@@ -55,6 +55,13 @@ def test_checkpoints_of_single_restart_runs_still_load() -> None:
     assert TrainConfig.from_dict(asdict(cfg)) == cfg
 
 
+def test_restarts_are_checked() -> None:
+    with pytest.raises(ValueError, match="increasing"):
+        TrainConfig(restarts=(Restart(500, 1e-3), Restart(300, 1e-3)))
+    with pytest.raises(ValueError, match="unknown data mix 'stage9'"):
+        TrainConfig(restarts=(Restart(500, 1e-3, mix="stage9"),))
+
+
 def test_curriculum_phases() -> None:
     cfg = PRESETS["full"]
     steps = (0, 1079, 1080, 1749, 1750, 2999, 3000, 4999, 5000, 6499)

@@ -137,15 +137,20 @@ def test_retry_after_drives_the_actual_wait(sleeps: SleepRecorder) -> None:
     assert sleeps.delays == [0.01]
 
 
-def test_total_time_cap_stops_before_a_wait_that_would_cross_it(sleeps: SleepRecorder) -> None:
-    policy = RetryPolicy(
+def one_second_waits_within(seconds: float, sleeps: SleepRecorder) -> RetryPolicy:
+    """Up to 10 attempts, 1 s apart (no jitter), within a total of ``seconds``."""
+    return RetryPolicy(
         max_attempts=10,
         initial_delay=1.0,
         max_delay=1.0,
         jitter=0.0,
-        max_total_seconds=3.5,
+        max_total_seconds=seconds,
         sleep=sleeps,
     )
+
+
+def test_total_time_cap_stops_before_a_wait_that_would_cross_it(sleeps: SleepRecorder) -> None:
+    policy = one_second_waits_within(3.5, sleeps)
     fn, calls = flaky([errors.ThrottledError("t")] * 10)
     with pytest.raises(errors.ThrottledError) as info:
         call_with_retry(policy, fn)
@@ -158,14 +163,7 @@ def test_total_time_cap_counts_the_first_attempt(
 ) -> None:
     clock = [100.0]
     monkeypatch.setattr("bedrock_mistral.retry.time.monotonic", lambda: clock[0])
-    policy = RetryPolicy(
-        max_attempts=10,
-        initial_delay=1.0,
-        max_delay=1.0,
-        jitter=0.0,
-        max_total_seconds=3.5,
-        sleep=sleeps,
-    )
+    policy = one_second_waits_within(3.5, sleeps)
     calls: list[int] = []
 
     def slow_then_throttled() -> str:
