@@ -28,7 +28,6 @@ __all__ = [
     "TextStream",
     "apply_temperature",
     "decode_one",
-    "prefill",
     "sample",
     "token_stream",
     "top_k_filter",
@@ -101,18 +100,6 @@ def sample(
     scores = top_p_filter(top_k_filter(scores, params.top_k), params.top_p)
     probs = torch.softmax(scores, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-def prefill(
-    model: Transformer, tokens: Tensor, cache: KVCache, *, chunk_size: int = DEFAULT_PREFILL_CHUNK
-) -> Tensor:
-    """Feed the prompt [B, S] in chunks; return the last position's logits [B, V]."""
-    logits = None
-    for start in range(0, tokens.shape[1], chunk_size):
-        logits = model.forward_last(tokens[:, start : start + chunk_size], cache)
-    if logits is None:
-        raise ValueError("prefill needs at least one prompt token")
-    return logits
 
 
 def decode_one(model: Transformer, token: int, cache: KVCache) -> Tensor:

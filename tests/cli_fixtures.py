@@ -207,22 +207,12 @@ def tiny_checkpoint(path: Path) -> Path:
     """A random 2-layer Mixtral with 4 experts and the v1 vocabulary (tokenizer from
     mistral-common): loads in well under a second and routes like the real thing."""
     import torch
+    from local_configs import small_moe
 
     from local_backend.checkpoint import save_pretrained
-    from local_backend.config import ModelConfig, MoeConfig
     from local_backend.model import Transformer
 
-    config = ModelConfig(
-        dim=32,
-        n_layers=2,
-        n_heads=4,
-        n_kv_heads=2,
-        hidden_dim=48,
-        vocab_size=32000,
-        sliding_window=64,
-        max_seq_len=512,
-        moe=MoeConfig(num_experts=4, num_experts_per_tok=2),
-    )
+    config = small_moe(vocab_size=32000, sliding_window=64, max_seq_len=512)
     torch.manual_seed(0)
     save_pretrained(Transformer(config), config, path)
     return path

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from local_configs import small_moe
 
 from bedrock_mistral.backends.base import Backend, TokenCounter
 from bedrock_mistral.backends.local import LocalBackend
@@ -16,20 +17,9 @@ from bedrock_mistral.errors import BackendUnavailableError, ContextWindowError
 from bedrock_mistral.prompt import format_prompt
 from bedrock_mistral.types import CompletionRequest, StreamEnd, TextDelta
 from local_backend.checkpoint import save_pretrained
-from local_backend.config import ModelConfig, MoeConfig
 from local_backend.model import Transformer
 
-CONFIG = ModelConfig(
-    dim=32,
-    n_layers=2,
-    n_heads=4,
-    n_kv_heads=2,
-    hidden_dim=48,
-    vocab_size=32000,
-    sliding_window=16,
-    max_seq_len=128,
-    moe=MoeConfig(num_experts=4, num_experts_per_tok=2),
-)
+CONFIG = small_moe(vocab_size=32000, sliding_window=16, max_seq_len=128)
 PROMPT = format_prompt([{"role": "user", "content": "Write a haiku about the sea"}])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -122,7 +123,7 @@ def test_from_file_missing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
 def test_saved_checkpoint_is_a_normal_hf_mixtral(tmp_path: Path, tie: bool) -> None:
     torch.manual_seed(0)
-    config = ModelConfig(**{**TINY_MOE.__dict__, "tie_embeddings": tie})
+    config = replace(TINY_MOE, tie_embeddings=tie)
     model = Transformer(config).eval()
     save_pretrained(model, config, tmp_path)
     names = json.loads((tmp_path / "config.json").read_text())
@@ -179,36 +180,32 @@ def test_moe_trains_and_returns_router_logits() -> None:
     assert after < loss
 
 
+# a small consolidated-format params.json, without rope_theta or moe
+PARAMS_JSON: dict[str, object] = {
+    "dim": 64,
+    "n_layers": 2,
+    "head_dim": 16,
+    "hidden_dim": 96,
+    "n_heads": 4,
+    "n_kv_heads": 2,
+    "norm_eps": 1e-5,
+    "vocab_size": 128,
+}
+
+
 @pytest.mark.parametrize(
     ("extra", "theta"),
     [({"sliding_window": 4096}, 10000.0), ({}, 1e6), ({"rope_theta": 5e5}, 5e5)],
     ids=["v0.1-window", "no-window", "explicit"],
 )
 def test_params_json_rope_theta_default(extra: dict[str, object], theta: float) -> None:
-    raw = {
-        "dim": 64,
-        "n_layers": 2,
-        "head_dim": 16,
-        "hidden_dim": 96,
-        "n_heads": 4,
-        "n_kv_heads": 2,
-        "norm_eps": 1e-5,
-        "vocab_size": 128,
-        **extra,
-    }
+    raw = {**PARAMS_JSON, **extra}
     assert ModelConfig.from_params_json(raw).rope_theta == theta
 
 
 def test_params_json_moe_and_file(tmp_path: Path) -> None:
     raw = {
-        "dim": 64,
-        "n_layers": 2,
-        "head_dim": 16,
-        "hidden_dim": 96,
-        "n_heads": 4,
-        "n_kv_heads": 2,
-        "norm_eps": 1e-5,
-        "vocab_size": 128,
+        **PARAMS_JSON,
         "rope_theta": 1e6,
         "moe": {"num_experts": 8, "num_experts_per_tok": 2},
     }

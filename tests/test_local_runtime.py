@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 import torch
 from local_checkpoints import CASES, build_reference
+from local_configs import SMALL_MOE, small_moe
 
 import local_backend
 from local_backend.checkpoint import save_pretrained
-from local_backend.config import ModelConfig, MoeConfig
+from local_backend.config import ModelConfig
 from local_backend.decode import decode_step
 from local_backend.errors import (
     CheckpointError,
@@ -26,16 +27,7 @@ from local_backend.model import MoeFeedForward, Transformer
 from local_backend.runtime import LocalModel
 from local_backend.tokenizer import Tokenizer, bundled_v1_path
 
-MOE = ModelConfig(
-    dim=32,
-    n_layers=2,
-    n_heads=4,
-    n_kv_heads=2,
-    hidden_dim=48,
-    vocab_size=64,
-    sliding_window=8,
-    moe=MoeConfig(num_experts=4, num_experts_per_tok=2),
-)
+MOE = SMALL_MOE
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +47,7 @@ def _model(config: ModelConfig = MOE, seed: int = 0) -> Transformer:
 
 @pytest.mark.parametrize(("window", "flat"), [(8, True), (None, False)], ids=["rolling", "growing"])
 def test_cache_memory_is_flat_past_the_window(window: int | None, flat: bool) -> None:
-    model = _model(ModelConfig(**{**MOE.__dict__, "sliding_window": window}))
+    model = _model(small_moe(sliding_window=window))
     cache = model.new_cache(1)
     sizes = {}
     with torch.inference_mode():
@@ -288,7 +280,7 @@ def test_bundled_model_missing_is_a_clear_error(
 
 
 def test_tokenizer_falls_back_to_mistral_common_v1(tmp_path: Path) -> None:
-    config = ModelConfig(**{**MOE.__dict__, "vocab_size": 32000})
+    config = small_moe(vocab_size=32000)
     save_pretrained(_model(config), config, tmp_path)
     model = local_backend.load(tmp_path)
     assert model.tokenizer.vocab_size == 32000

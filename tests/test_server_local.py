@@ -22,14 +22,13 @@ BODY = {"prompt": prompt("Write a haiku about the sea"), "max_tokens": 12, "temp
 
 @pytest.fixture(scope="module")
 def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from local_configs import small_moe
+
     from bedrock_mistral.backends.local import LocalBackend
     from local_backend.checkpoint import save_pretrained
-    from local_backend.config import ModelConfig, MoeConfig
     from local_backend.model import Transformer
 
-    config = ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=48,
-                         vocab_size=32000, sliding_window=16, max_seq_len=128,
-                         moe=MoeConfig(num_experts=4, num_experts_per_tok=2))  # fmt: skip
+    config = small_moe(vocab_size=32000, sliding_window=16, max_seq_len=128)
     torch.manual_seed(0)
     path: Path = tmp_path_factory.mktemp("server-local-ckpt")
     save_pretrained(Transformer(config), config, path)

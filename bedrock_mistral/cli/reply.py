@@ -57,6 +57,8 @@ def stream_reply(
     generation) and returns the text so far with ``cut=True``. Other errors propagate
     after the view is closed, so partial text stays on screen above the error.
     """
+    from bedrock_mistral.prompt import assistant_content  # shown as it enters the history
+
     started = time.monotonic()
     parts: list[str] = []
     completion: Completion | None = None
@@ -65,13 +67,13 @@ def stream_reply(
         if stream:
             with client.stream(list(messages), **params) as reply_stream:
                 for delta in reply_stream:
-                    view.feed(_shown(delta, first=not parts))
+                    view.feed(delta if parts else assistant_content(delta))
                     parts.append(delta)
             completion = reply_stream.completion
         else:
             completion = client.chat(list(messages), **params)
             parts.append(completion.text)
-            view.feed(_shown(completion.text, first=True))
+            view.feed(assistant_content(completion.text))
     except KeyboardInterrupt:
         cut = True
     finally:
@@ -85,11 +87,6 @@ def stream_reply(
         model=client.model.alias,
         backend=client.backend.name,
     )
-
-
-def _shown(delta: str, *, first: bool) -> str:
-    """What to display of a delta: a reply's first one loses the model's leading space."""
-    return delta[1:] if first and delta.startswith(" ") else delta
 
 
 def reply_meta(reply: Reply) -> dict[str, Any]:

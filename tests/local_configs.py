@@ -1,0 +1,24 @@
+"""The small random Mixtral shape that local-backend, server and CLI tests build checkpoints of."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from local_backend.config import ModelConfig, MoeConfig
+
+SMALL_MOE = ModelConfig(
+    dim=32,
+    n_layers=2,
+    n_heads=4,
+    n_kv_heads=2,
+    hidden_dim=48,
+    vocab_size=64,
+    sliding_window=8,
+    moe=MoeConfig(num_experts=4, num_experts_per_tok=2),
+)
+
+
+def small_moe(**changes: Any) -> ModelConfig:
+    """:data:`SMALL_MOE` with ``changes`` (vocabulary, window, context length, ...)."""
+    return replace(SMALL_MOE, **changes)
