@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sdk_backends import SleepRecorder
+
+from tests.helpers.backends import SleepRecorder
 
 FAKE_REGION = "us-east-1"
 
