@@ -40,7 +40,12 @@ _THROTTLED = "Too many requests, please wait before trying again."
 
 
 class _Request:
-    """Bookkeeping for one request: exactly one stats record and one log line."""
+    """Bookkeeping for one request: its concurrency slot, one stats record, one log line.
+
+    :meth:`finish` runs before the response's last bytes go out, and gives the slot back
+    there too: a client that has read its whole answer must never see its own request
+    still counted in flight (tests read ``stats.in_flight`` right after a call).
+    """
 
     def __init__(self, app: BedrockApp, exchange: Exchange) -> None:
         self.app = app
@@ -49,8 +54,21 @@ class _Request:
         self.model_id: str | None = None
         self.fault: FaultKind | None = None
         self.recorded = False
+        self.admitted = False
+
+    def admit(self) -> bool:
+        """Take a concurrency slot; False when the server is at its limit."""
+        self.admitted = self.app.gate.try_enter()
+        return self.admitted
+
+    def release(self) -> None:
+        """Give the slot back (once, whichever path gets here first)."""
+        if self.admitted:
+            self.admitted = False
+            self.app.gate.leave()
 
     def finish(self, outcome: Outcome) -> None:
+        self.release()
         if self.recorded:
             return
         self.recorded = True
@@ -165,7 +183,7 @@ class BedrockApp:
             raise BodyTooLarge
         fault = self.faults.next()
         request.fault = fault
-        if not self.gate.try_enter():
+        if not request.admit():
             raise BedrockError("ThrottlingException", _THROTTLED)
         try:
             body = await exchange.read_body(self.config.max_body_bytes)
@@ -186,7 +204,7 @@ class BedrockApp:
             )
             await HANDLERS[operation](call)
         finally:
-            self.gate.leave()
+            request.release()
 
     async def _before_generation(
         self, exchange: Exchange, fault: FaultKind | None, model_id: str, *, streaming: bool

@@ -456,3 +456,38 @@ def test_concurrent_streams_are_served_together(make_server: Any) -> None:
         replies = list(pool.map(one, range(12)))
     assert replies == [f"stream {i}" for i in range(12)]
     assert url.stats.peak_in_flight >= 6  # 12 x 400 ms overlapped, not queued one by one
+
+
+def test_a_finished_call_is_already_out_of_flight_and_recorded(make_server: Any) -> None:
+    """Stats are settled before the last byte goes out, for every operation and for errors:
+    a client that has read its whole answer never sees its own request still in flight."""
+    server = make_server("echo")
+    client = runtime_client(server)
+    messages = [{"role": "user", "content": [{"text": "c d"}]}]
+    calls = {
+        "invoke": lambda: client.invoke_model(modelId=MISTRAL_7B, body=text_body("a"))[
+            "body"
+        ].read(),
+        "invoke-stream": lambda: list(
+            client.invoke_model_with_response_stream(modelId=MISTRAL_7B, body=text_body("a b"))[
+                "body"
+            ]
+        ),
+        "converse": lambda: client.converse(modelId=MIXTRAL, messages=messages),
+        "converse-stream": lambda: list(
+            client.converse_stream(modelId=MIXTRAL, messages=messages)["stream"]
+        ),
+        "count-tokens": lambda: client.count_tokens(
+            modelId=MIXTRAL, input={"converse": {"messages": messages}}
+        ),
+    }
+    for name, call in calls.items():
+        for _ in range(40):
+            call()
+            assert server.stats.in_flight == 0, name
+            assert server.stats.requests[-1].status == 200, name
+    with pytest.raises(ClientError):
+        client.invoke_model(modelId=MISTRAL_7B, body=b"{}")
+    assert server.stats.in_flight == 0
+    assert server.stats.requests[-1].status == 400
+    assert len(server.stats.requests) == 5 * 40 + 1
