@@ -1,7 +1,7 @@
 """The model registry: every Mistral model on Bedrock, with its limits, defaults and prices.
 
-This module is the single source of truth for those facts (see
-``shared/ref/bedrock-runtime-mistral.md`` sections 1, 2, 3 and 9). Prices are on-demand
+This module is the single source of truth for those facts (from Bedrock's model catalogue,
+its Mistral inference-parameter pages and its pricing page). Prices are on-demand
 list prices in USD per 1,000 tokens for us-east-1 / us-west-2 and change over time.
 
 >>> resolve_model("mixtral-8x7b").model_id

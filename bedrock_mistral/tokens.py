@@ -31,7 +31,7 @@ __all__ = ["PromptCounter", "counts_tokens", "estimate_tokens", "v1_tokenizer"]
 
 logger = logging.getLogger(__name__)
 
-# Models whose tokenizer is Mistral's v1 (ref: mistral-prompt-format.md, top).
+# Models whose tokenizer is Mistral's v1 (32,000 SentencePiece pieces; mistral-common's v1).
 V1_MODEL_IDS = frozenset({"mistral.mistral-7b-instruct-v0:2", "mistral.mixtral-8x7b-instruct-v0:1"})
 _BOS_EOS = re.compile(r"(<s>|</s>)")
 

@@ -13,8 +13,8 @@ machine slows both alike: read the ratios; absolute numbers move with the machin
   experts of every layer, final norm and lm_head) divided by the copy bandwidth measured here
   (``dst.copy_(src)`` on 1 GiB, counting bytes read + written, best of 5).
 
-    python benchmarks/bench_model.py                      # tiny and medium, fp32 and bf16
-    python benchmarks/bench_model.py --configs tiny --dtypes float32 --rounds 3
+    python benchmarks/bench_model.py                      # bundled and medium, fp32 and bf16
+    python benchmarks/bench_model.py --configs bundled --dtypes float32 --rounds 3
 
 OpenMP's wait policy decides the small-model figures, for both sides alike: on an idle machine
 the default (workers spin briefly at each barrier) is fastest; on a machine whose cores are
@@ -213,7 +213,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--configs", nargs="+", default=["tiny", "medium"], choices=["tiny", "medium"]
+        "--configs", nargs="+", default=["bundled", "medium"], choices=["bundled", "medium"]
     )
     parser.add_argument(
         "--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"]
@@ -243,10 +243,10 @@ def main() -> None:
         run_config(name, args, bandwidth)
     if args.window:
         print(
-            f"\nsliding window W={args.window}, tiny config, float32: decode cost past the window"
+            f"\nsliding window W={args.window}, bundled config, float32: decode cost past the window"
         )
         print("| position | ms / token | KV-cache bytes |\n|---|---|---|")
-        for pos, ms, nbytes in window_scaling(PRESETS["tiny"], args.window, "float32"):
+        for pos, ms, nbytes in window_scaling(PRESETS["bundled"], args.window, "float32"):
             print(f"| {pos} | {ms:.2f} | {nbytes:,} |")
 
 

@@ -5,7 +5,7 @@ At batch 1 and one token per step the cost of a small model is the number of ten
 not arithmetic, so this path drops the batch and sequence axes: every projection is a single
 ``torch.mv``, RoPE for q and k of all heads is one ``[nh+nkv, d] @ [d, d]`` product with a
 rotation matrix built once per step, and the new key/value go straight into their cache slot.
-``tests/test_local_parity.py`` checks it against transformers through ``generate``.
+``tests/local/test_parity.py`` checks it against transformers through ``generate``.
 """
 
 from __future__ import annotations

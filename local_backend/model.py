@@ -282,7 +282,7 @@ class TransformerBlock(nn.Module):
 class Transformer(nn.Module):
     """The whole causal LM: ``forward(tokens [B, S]) -> logits [B, S, V]`` at every position.
 
-    >>> model = Transformer(PRESETS["tiny"])                 # doctest: +SKIP
+    >>> model = Transformer(PRESETS["bundled"])                 # doctest: +SKIP
     >>> model(torch.tensor([[1, 733, 16289]])).shape          # doctest: +SKIP
     torch.Size([1, 3, 2048])
     """

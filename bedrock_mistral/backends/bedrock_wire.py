@@ -1,6 +1,6 @@
 """Pure translation between our types and Bedrock's Mistral JSON (no I/O, no boto3).
 
-Two body dialects exist (see ``shared/ref/bedrock-runtime-mistral.md`` §2-§4):
+Two body dialects exist (Bedrock's "Mistral AI models" inference-parameter pages):
 
 - text: ``{"prompt", "max_tokens", ...}`` -> ``{"outputs": [{"text", "stop_reason"}]}``
 - chat: ``{"messages", "max_tokens", ...}`` -> ``{"choices": [{"message": {...}, "stop_reason"}]}``

@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from bedrock_mistral import __version__
+
 __all__ = ["cli", "main"]
 
 # name -> (module, attribute, one-line help shown by --help without importing the module)
@@ -149,7 +151,7 @@ def _report(ctx: click.Context, err: BaseException) -> None:
     envvar="BEDROCK_MISTRAL_DEBUG",
     help="Show tracebacks and debug logs (also BEDROCK_MISTRAL_DEBUG=1).",
 )
-@click.version_option(package_name="bedrock-mistral")
+@click.version_option(__version__, package_name="bedrock-mistral")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Mistral models on Amazon Bedrock, and offline on your machine.

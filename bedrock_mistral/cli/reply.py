@@ -67,8 +67,9 @@ def stream_reply(
         if stream:
             with client.stream(list(messages), **params) as reply_stream:
                 for delta in reply_stream:
-                    view.feed(delta if parts else assistant_content(delta))
+                    # Kept before shown: Ctrl-C between the two must not lose text on screen.
                     parts.append(delta)
+                    view.feed(delta if len(parts) > 1 else assistant_content(delta))
             completion = reply_stream.completion
         else:
             completion = client.chat(list(messages), **params)

@@ -1,12 +1,12 @@
 """AWS event-stream framing: the encoder the server uses for streaming responses.
 
-Written from the frame layout in ``shared/ref/bedrock-runtime-mistral.md`` section 6::
+The frame layout of AWS's ``application/vnd.amazon.eventstream`` encoding::
 
     total length T (u32) | headers length H (u32) | prelude CRC (u32)
     headers (H bytes) | payload (T - H - 16 bytes) | message CRC (u32)
 
 Both CRCs are CRC-32 (zlib); the message CRC covers every byte before it, prelude CRC
-included. Integers are big-endian. ``tests/test_server_eventstream.py`` round-trips
+included. Integers are big-endian. ``tests/server/test_eventstream.py`` round-trips
 these frames through botocore's own decoder.
 """
 

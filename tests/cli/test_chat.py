@@ -1,5 +1,5 @@
 """``bedrock-mistral chat`` driven through piped stdin (the pseudo-terminal tests are in
-test_cli_chat_pty.py): slash commands, sessions, errors and retries."""
+test_chat_pty.py): slash commands, sessions, errors and retries."""
 
 from __future__ import annotations
 

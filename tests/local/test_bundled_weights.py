@@ -13,7 +13,7 @@ from safetensors import safe_open
 import local_backend
 from bedrock_mistral.prompt import format_prompt
 from local_backend.checkpoint import hf_shapes
-from local_backend.config import ModelConfig
+from local_backend.config import PRESETS, ModelConfig
 from local_backend.tokenizer import Tokenizer
 from training.data import heldout
 
@@ -31,6 +31,10 @@ def manifest() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def config() -> ModelConfig:
     return ModelConfig.from_file(WEIGHTS / "config.json")
+
+
+def test_the_bundled_preset_is_the_shipped_model(config: ModelConfig) -> None:
+    assert config == PRESETS["bundled"]
 
 
 def test_shipped_files_match_recorded_checksums(manifest: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""format_prompt against the reference template (shared/ref/mistral-prompt-format.md)."""
+"""format_prompt against Mistral's v1 instruct template, rule by rule."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import training.train as train_module
+from local_backend.config import PRESETS as MODEL_PRESETS
 from training.data import MIX, MIX_FOCUS, MIX_LATE, MIX_STAGE2, MIX_STAGE3
 from training.train import (
     PRESETS,
@@ -23,6 +24,12 @@ from training.train import (
 )
 
 TOKENIZER = Path(__file__).resolve().parents[2] / "local_backend" / "weights" / "tokenizer.model"
+
+
+def test_the_full_recipe_trains_the_bundled_preset() -> None:
+    bundled = MODEL_PRESETS["bundled"]
+    trained = PRESETS["full"].model_config(bundled.vocab_size)
+    assert trained == replace(bundled, dtype=trained.dtype)  # exported in float16
 
 
 def test_learning_rate_warms_up_decays_and_restarts() -> None:
