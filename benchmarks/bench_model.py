@@ -242,9 +242,7 @@ def main() -> None:
     for name in args.configs:
         run_config(name, args, bandwidth)
     if args.window:
-        print(
-            f"\nsliding window W={args.window}, bundled config, float32: decode cost past the window"
-        )
+        print(f"\nsliding window W={args.window}, bundled config, float32: decode cost past it")
         print("| position | ms / token | KV-cache bytes |\n|---|---|---|")
         for pos, ms, nbytes in window_scaling(PRESETS["bundled"], args.window, "float32"):
             print(f"| {pos} | {ms:.2f} | {nbytes:,} |")

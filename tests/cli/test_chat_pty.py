@@ -215,6 +215,7 @@ def test_long_markdown_reply_is_drawn_once(cli_home: CliHome) -> None:
 
 
 def test_local_backend_chat_and_switch_to_echo(cli_home: CliHome, tmp_path) -> None:
+    pytest.importorskip("torch", reason="needs the local extra: pip install -e '.[local]'")
     from tests.helpers.cli import tiny_checkpoint
 
     checkpoint = tiny_checkpoint(tmp_path / "tiny")

@@ -14,6 +14,7 @@ from bedrock_mistral.cli.local_cmd import grid, one_layer, piece_text
 from tests.helpers.cli import run_cli, tiny_checkpoint
 
 pytestmark = pytest.mark.usefixtures("cli_home")
+pytest.importorskip("torch", reason="needs the local extra: pip install -e '.[local]'")
 
 
 @pytest.fixture(scope="module")

@@ -149,6 +149,7 @@ def test_doctor_without_aws_says_how_to_fix_it() -> None:
 
 
 def test_doctor_all_green(control_plane: type[ControlPlane], tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="needs the local extra: pip install -e '.[local]'")
     checkpoint = tiny_checkpoint(tmp_path / "tiny")
     with serve_in_background(backend="echo") as url:
         result = run_cli(

@@ -85,7 +85,7 @@ def test_invoke_chat_dialect_body(client: Any) -> None:
 
 def test_a_text_prompt_echoes_its_whole_last_inst_block(client: Any) -> None:
     # A text prompt cannot tell a system message from the user text it opens (see
-    # tests/server/test_echo.py "system-kept"): the echo sends the whole block back, paragraphs kept.
+    # tests/server/test_echo.py "system-kept"): the echo sends the whole block back.
     reply = invoke_json(client, LARGE_2402, {"prompt": "<s> [INST] Be terse.\n\nWhat now? [/INST]"})
     assert reply["outputs"][0]["text"] == "Be terse.\n\nWhat now?"
 
