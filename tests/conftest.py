@@ -50,31 +50,8 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempP
 
 
 @pytest.fixture
-def no_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def no_aws_region(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
 def sleeps() -> SleepRecorder:
     return SleepRecorder()
-
-
-@pytest.fixture
-def retry_policy(sleeps: SleepRecorder) -> Callable[..., Any]:
-    """Build a RetryPolicy whose sleeps are recorded, not slept."""
-    from bedrock_mistral.retry import RetryPolicy
-
-    def build(**overrides: Any) -> RetryPolicy:
-        return RetryPolicy(sleep=sleeps, **overrides)
-
-    return build
 
 
 @pytest.fixture(scope="session")
