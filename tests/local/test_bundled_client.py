@@ -2,7 +2,7 @@
 
 The samples are the first ones of the evaluation's own held-out lists (same generator, same
 seed), and each family is held to a threshold a little under the accuracy the evaluation
-measured on 200 samples (README, "The bundled model"), not to hand-picked cases.
+measured on 200 samples (docs/bundled-model.md, "Evaluation"), not to hand-picked cases.
 """
 
 from __future__ import annotations
