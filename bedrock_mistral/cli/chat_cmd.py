@@ -1,4 +1,4 @@
-"""``bedrock-mistral chat``: the interactive REPL (the loop itself is in :mod:`.repl`)."""
+"""``bedrock-mistral chat``: the click command; the REPL is in :mod:`bedrock_mistral.cli.chat`."""
 
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ def chat(
     multi-line messages; up/down recall earlier input. Ctrl-C stops a reply and
     keeps it; Ctrl-C or Ctrl-D on an empty line quits. Type /help for commands:
     /reset /system /set /params /model /backend /save /load /history /retry /usage /exit.
+    When the model's context window fills, the oldest turns stop being sent
+    (the chat says so); the saved session keeps them.
 
     \b
     Every turn is saved as it finishes (`bedrock-mistral sessions list`):
@@ -50,7 +52,7 @@ def chat(
     env = current_env()
     settings = settings_from(**client_flags)
 
-    from bedrock_mistral.cli.repl import Repl
+    from bedrock_mistral.cli.chat.repl import Repl
     from bedrock_mistral.cli.sessions import default_store
 
     store = default_store()

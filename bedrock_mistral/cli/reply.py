@@ -1,6 +1,6 @@
 """One reply, shown as it streams; Ctrl-C cuts it and keeps what arrived.
 
-Shared by ``ask`` and ``chat``: :func:`stream_reply` drives a
+Shared by ``ask`` and ``chat``: :func:`show_reply` drives a
 :class:`~bedrock_mistral.client.Stream` into a :class:`~bedrock_mistral.cli.render.ReplyView`,
 and :func:`footer` writes the quiet status line that follows a reply.
 """
@@ -11,13 +11,14 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from bedrock_mistral.cli.render import ReplyView
     from bedrock_mistral.client import MistralClient
+    from bedrock_mistral.streaming import Stream
     from bedrock_mistral.types import Completion
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "ignore_sigint",
     "quiet_tty",
     "reply_meta",
+    "show_reply",
     "stream_reply",
 ]
 
@@ -51,30 +53,41 @@ def stream_reply(
     *,
     stream: bool = True,
 ) -> Reply:
-    """Send ``messages`` and show the reply in ``view``.
+    """Send ``messages`` and show the reply in ``view`` (see :func:`show_reply`)."""
+    if stream:
+        return show_reply(client, view, lambda: client.stream(list(messages), **params))
+    return show_reply(client, view, lambda: client.chat(list(messages), **params))
+
+
+def show_reply(
+    client: MistralClient, view: ReplyView, start: Callable[[], Stream | Completion]
+) -> Reply:
+    """Call ``start`` (a stream, or a whole completion) and show the reply in ``view``.
 
     Ctrl-C while text arrives closes the stream (releasing the connection or stopping
     generation) and returns the text so far with ``cut=True``. Other errors propagate
     after the view is closed, so partial text stays on screen above the error.
     """
     from bedrock_mistral.prompt import assistant_content  # shown as it enters the history
+    from bedrock_mistral.types import Completion
 
     started = time.monotonic()
     parts: list[str] = []
     completion: Completion | None = None
     cut = False
     try:
-        if stream:
-            with client.stream(list(messages), **params) as reply_stream:
+        source = start()
+        if isinstance(source, Completion):
+            completion = source
+            parts.append(completion.text)
+            view.feed(assistant_content(completion.text))
+        else:
+            with source as reply_stream:
                 for delta in reply_stream:
                     # Kept before shown: Ctrl-C between the two must not lose text on screen.
                     parts.append(delta)
                     view.feed(delta if len(parts) > 1 else assistant_content(delta))
             completion = reply_stream.completion
-        else:
-            completion = client.chat(list(messages), **params)
-            parts.append(completion.text)
-            view.feed(assistant_content(completion.text))
     except KeyboardInterrupt:
         cut = True
     finally:

@@ -64,6 +64,10 @@ class Session:
     ``messages`` alternate user/assistant. Assistant messages carry ``meta`` (model,
     backend, usage, cost, latency, stop reason) and ``cut: true`` when the user stopped
     the reply early; only ``role`` and ``content`` are sent back to the model.
+
+    ``messages`` is the whole transcript and is never trimmed. When the context window
+    fills, the oldest turns stop being sent: ``context_from`` is the index of the first
+    message the model still sees (see :meth:`in_context`).
     """
 
     name: str
@@ -72,6 +76,7 @@ class Session:
     system: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     messages: list[dict[str, Any]] = field(default_factory=list)
+    context_from: int = 0
     created_at: str = field(default_factory=_now)
     updated_at: str = field(default_factory=_now)
 
@@ -93,14 +98,26 @@ class Session:
         """Drop the last reply (if any) and the user prompt before it; return that prompt."""
         if self.messages and self.messages[-1]["role"] == "assistant":
             self.messages.pop()
+        prompt = None
         if self.messages and self.messages[-1]["role"] == "user":
-            return str(self.messages.pop()["content"])
-        return None
+            prompt = str(self.messages.pop()["content"])
+        self.context_from = min(self.context_from, len(self.messages))
+        return prompt
+
+    def leave_out(self, count: int) -> None:
+        """Stop sending the ``count`` oldest in-context messages (they stay in ``messages``)."""
+        self.context_from = min(self.context_from + count, len(self.messages))
+
+    def in_context(self) -> list[dict[str, str]]:
+        """The user/assistant messages still sent to the model, as role/content pairs."""
+        return [
+            {"role": m["role"], "content": m["content"]} for m in self.messages[self.context_from :]
+        ]
 
     def conversation(self) -> list[dict[str, str]]:
-        """What the model sees: the system prompt, then role/content pairs."""
+        """What the model sees: the system prompt, then the in-context role/content pairs."""
         head = [{"role": "system", "content": self.system}] if self.system else []
-        return head + [{"role": m["role"], "content": m["content"]} for m in self.messages]
+        return head + self.in_context()
 
     @property
     def turns(self) -> int:
@@ -139,6 +156,7 @@ class Session:
             "system": self.system,
             "params": self.params,
             "messages": self.messages,
+            "context_from": self.context_from,
         }
 
     @classmethod
@@ -151,6 +169,9 @@ class Session:
             for m in messages
         ):
             raise ValueError("'messages' must be a list of {role, content} objects")
+        context_from = data.get("context_from", 0)
+        if not isinstance(context_from, int) or not 0 <= context_from <= len(messages):
+            raise ValueError("'context_from' must be an index into 'messages'")
         return cls(
             name=name,
             model=str(data.get("model") or "mistral-7b"),
@@ -158,6 +179,7 @@ class Session:
             system=data.get("system") if isinstance(data.get("system"), str) else None,
             params=dict(data.get("params") or {}),
             messages=messages,
+            context_from=context_from,
             created_at=str(data.get("created_at") or _now()),
             updated_at=str(data.get("updated_at") or _now()),
         )

@@ -22,7 +22,9 @@ def print_transcript(env: Env, session: Session, *, plain: bool = False) -> None
     if session.system:
         _heading(env, "system", "magenta", rich)
         _body(env, session.system, rich=rich)
-    for message in session.messages:
+    for index, message in enumerate(session.messages):
+        if index == session.context_from > 0:
+            env.note("(the turns above no longer fit the context window: kept here, not sent)")
         if message["role"] == "user":
             _heading(env, "you", "bold cyan", rich)
             _body(env, message["content"], rich=rich)

@@ -209,3 +209,67 @@ def test_load_switches_conversation(cli_home: CliHome) -> None:
     assert "first  1 turns" in result.stderr  # /load without a name lists
     assert "loaded session first" in result.stderr
     assert "from first" in result.stdout
+
+
+def test_a_chat_past_the_context_window_keeps_answering_and_says_what_it_dropped(
+    cli_home: CliHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = cli_fixtures.SmallWindowEcho(window=200)  # exact counts: whitespace words
+    monkeypatch.setattr(cli_fixtures, "SMALL_WINDOW", backend)
+    turns = [f"turn {i}: " + " ".join(f"w{i}.{j}" for j in range(18)) for i in range(12)]
+    result = _chat(
+        "-b",
+        "tests.helpers.cli:SMALL_WINDOW",
+        "-s",
+        "be brief",
+        "-o",
+        "max_tokens=40",
+        "--session",
+        "long",
+        script="\n".join([*turns, "/history"]) + "\n",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[: len(turns)] == turns  # every turn was answered
+    notes = re.findall(
+        r"context full: dropped the (?:oldest turn|(\d+) oldest turns) from what the model "
+        r"sees, to fit its 200-token window \(the saved session and /history keep them\)",
+        " ".join(result.stderr.split()),
+    )
+    dropped = sum(int(count or 1) for count in notes)
+    assert notes and dropped >= 6, result.stderr  # 12 turns of ~45 tokens in a 200-token window
+    assert "conversation trimmed" not in result.stderr  # the SDK's log line is not repeated
+    # Every prompt fitted; the newest turns were sent, the dropped ones no longer.
+    assert len(backend.prompts) == len(turns)
+    assert all(backend.count_tokens(p) + 40 <= 200 for p in backend.prompts)
+    last = backend.prompts[-1]
+    assert turns[-2] in last and turns[0] not in last
+    assert last.startswith("<s> [INST] be brief\n\n")  # the system prompt is never dropped
+    # The transcript keeps everything: the file, and /history.
+    saved = json.loads((cli_home.sessions / "long.json").read_text())
+    assert [m["content"] for m in saved["messages"]] == [t for t in turns for _ in "ua"]
+    assert saved["context_from"] == 2 * dropped
+    assert turns[0] in result.stdout.split("you ›", 1)[1]
+    assert "the turns above no longer fit the context window: kept here, not sent" in " ".join(
+        result.stderr.split()
+    )
+
+
+def test_a_resumed_long_chat_keeps_leaving_out_what_was_dropped(
+    cli_home: CliHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = cli_fixtures.SmallWindowEcho(window=120)
+    monkeypatch.setattr(cli_fixtures, "SMALL_WINDOW", backend)
+    args = ("-b", "tests.helpers.cli:SMALL_WINDOW", "-o", "max_tokens=20", "--session", "s")
+    turns = [f"t{i} " + "word " * 15 for i in range(6)]
+    _chat(*args, script="\n".join(turns) + "\n")
+    left_out = json.loads((cli_home.sessions / "s.json").read_text())["context_from"]
+    assert left_out > 0
+    backend.prompts.clear()
+    again = _chat(*args, script="one more\n/retry\n")
+    assert again.exit_code == 0 and again.stdout == "one more\none more\n"
+    # What was dropped before the restart is still left out (not sent, nor reported again).
+    assert all(t.strip() not in backend.prompts[0] for t in turns[: left_out // 2])
+    assert again.stderr.count("context full") <= 1
+    assert backend.prompts[0] == backend.prompts[1]  # /retry resent the same prompt
+    saved = json.loads((cli_home.sessions / "s.json").read_text())
+    assert saved["context_from"] >= left_out and len(saved["messages"]) == 14

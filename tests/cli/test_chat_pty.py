@@ -214,6 +214,72 @@ def test_long_markdown_reply_is_drawn_once(cli_home: CliHome) -> None:
     assert shown[start:end] == markdown_lines(text.strip(), COLS)
 
 
+def test_ctrl_c_while_the_backend_loads_cancels_and_the_chat_goes_on(cli_home: CliHome) -> None:
+    # The plugin's first use imports a slow module that, like torch, breaks for good if
+    # Ctrl-C cuts its import short; the chat must never let that happen.
+    term = Terminal(
+        cli_home, "chat", "-b", "tests.helpers.cli:SlowLoadingEcho", "--session", "s",
+        CLI_TEST_LOAD_DELAY="4",
+    )  # fmt: skip
+    term.prompt()
+    term.send("first message")
+    term.expect(PROMPT_DONE)
+    time.sleep(1.0)  # well inside the 4-second import
+    term.child.sendintr()
+    term.expect("stopped waiting for the tests.helpers.cli:SlowLoadingEcho backend to load")
+    term.expect("/retry sends your message again")
+    term.prompt()
+    term.send("/retry")  # waits for the load still running in the background, then answers
+    term.expect(" in / ", timeout=30)
+    term.prompt()
+    term.reply("second message")
+    term.child.sendcontrol("d")
+    assert term.finish() == 0
+    shown = "\n".join(term.screen())
+    assert "SystemError" not in shown and "unexpected" not in shown
+    contents = [m["content"] for m in _session(cli_home, "s")["messages"]]
+    assert contents == ["first message"] * 2 + ["second message"] * 2
+
+
+def test_quitting_while_the_backend_loads_does_not_wait_for_it(cli_home: CliHome) -> None:
+    term = Terminal(
+        cli_home, "chat", "-b", "tests.helpers.cli:SlowLoadingEcho", CLI_TEST_LOAD_DELAY="30"
+    )
+    term.prompt()
+    term.send("hello")
+    term.expect(PROMPT_DONE)
+    time.sleep(1.0)  # past the prompt's own Ctrl-C handling, into the load
+    term.child.sendintr()
+    term.expect("stopped waiting")
+    term.prompt()
+    started = time.monotonic()
+    term.child.sendcontrol("d")
+    assert term.finish() == 0
+    assert time.monotonic() - started < 10
+
+
+def test_ctrl_c_while_the_local_model_loads_leaves_the_chat_usable(cli_home: CliHome) -> None:
+    # The fault as found: Ctrl-C during the first reply of `chat --backend local` left torch
+    # half-imported, and the next message failed with "unexpected SystemError".
+    pytest.importorskip("torch", reason="needs the local extra: pip install -e '.[local]'")
+    term = Terminal(cli_home, "chat", "-b", "local", "-o", "max_tokens=8", "--session", "l")
+    term.prompt()
+    term.send("Say something")
+    term.expect("loading the local model")
+    time.sleep(0.3)  # importing torch takes seconds
+    term.child.sendintr()
+    term.expect("stopped waiting for the local backend to load", timeout=30)
+    term.prompt()
+    term.reply("Say something else", timeout=180)
+    term.child.sendcontrol("d")
+    assert term.finish() == 0
+    shown = "\n".join(term.screen())
+    assert "unexpected" not in shown and "partially initialized" not in shown
+    messages = _session(cli_home, "l")["messages"]
+    assert [m["content"] for m in messages if m["role"] == "user"] == ["Say something else"]
+    assert messages[-1]["meta"]["backend"] == "local" and messages[-1]["meta"]["output_tokens"]
+
+
 def test_local_backend_chat_and_switch_to_echo(cli_home: CliHome, tmp_path) -> None:
     pytest.importorskip("torch", reason="needs the local extra: pip install -e '.[local]'")
     from tests.helpers.cli import tiny_checkpoint

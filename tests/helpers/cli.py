@@ -155,6 +155,46 @@ class SlowEcho(EchoBackend):
             yield event
 
 
+class SmallWindowEcho(EchoBackend):
+    """The echo backend with an exact token count (whitespace words) and a small context
+    window, so a chat fills it in a few turns whatever the echo estimate does. Keeps every
+    prompt it was sent."""
+
+    name = "small-window-echo"
+
+    def __init__(self, window: int = 200) -> None:
+        self.window = window
+        self.prompts: list[str] = []
+
+    def count_tokens(self, prompt: str) -> int:
+        return len(prompt.split())
+
+    @property
+    def context_window(self) -> int | None:
+        return self.window
+
+    def stream(self, request: CompletionRequest) -> Iterator[TextDelta | StreamEnd]:
+        self.prompts.append(request.prompt)
+        return super().stream(request)
+
+
+SMALL_WINDOW = SmallWindowEcho()  # tests replace it with monkeypatch
+
+
+class SlowLoadingEcho(EchoBackend):
+    """The echo backend behind a slow import that, like torch's, breaks for good when Ctrl-C
+    cuts it short (see :mod:`tests.helpers.slow_import`). The import happens when the context
+    window is first read, which is when the local backend loads its model."""
+
+    name = "slow-loading-echo"
+
+    @property
+    def context_window(self) -> int | None:
+        import tests.helpers.slow_import  # noqa: F401
+
+        return None
+
+
 # --- pseudo-terminal -------------------------------------------------------------------
 
 

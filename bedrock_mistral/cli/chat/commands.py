@@ -1,16 +1,20 @@
-"""The chat's slash commands: a table of name -> handler, each a few lines."""
+"""The chat's slash commands: a table of name -> handler, each a few lines.
+
+A handler parses its argument, calls one of the :class:`~.repl.Repl`'s verbs and reports
+the result; it never assigns the Repl's state itself.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bedrock_mistral.cli.config import BUILTIN_BACKENDS, PARAM_KEYS, parse_param, parse_setting
 from bedrock_mistral.cli.reply import format_cost
 
 if TYPE_CHECKING:
-    from bedrock_mistral.cli.repl import Repl
+    from bedrock_mistral.cli.chat.repl import Repl
 
 __all__ = ["COMMANDS", "SlashCommand", "run_command"]
 
@@ -38,16 +42,13 @@ def _help(repl: Repl, arg: str) -> None:
         'or open a block with """ and close it with """.'
     )
     repl.env.note(
-        "Ctrl-C stops a reply (it is kept, marked as cut); Ctrl-C or Ctrl-D on an empty line quits."
+        "Ctrl-C stops a reply (it is kept, marked as cut) or the wait for a model to load; "
+        "Ctrl-C or Ctrl-D on an empty line quits."
     )
 
 
 def _reset(repl: Repl, arg: str) -> None:
-    old = repl.session
-    repl.session = repl.store.create(
-        model=old.model, backend=old.backend, system=old.system, params=dict(old.params)
-    )
-    repl.pending = None
+    old = repl.new_conversation()
     kept = f" (session {old.name} is kept)" if repl.store.exists(old.name) else ""
     repl.env.note(f"new conversation: session {repl.session.name}{kept}")
 
@@ -59,19 +60,9 @@ def _system(repl: Repl, arg: str) -> None:
             f"system prompt: {current}" if current else "no system prompt (/system TEXT sets one)"
         )
         return
-    repl.session.system = None if arg in ('""', "''") else arg
-    repl.env.note("system prompt cleared" if repl.session.system is None else "system prompt set")
-    if repl.session.messages:
-        repl.save()
-
-
-def _check_params(model: str, params: dict[str, Any]) -> Any:
-    """The parameters with the model's defaults filled in; raises if the model refuses them."""
-    from bedrock_mistral.models import resolve_model
-    from bedrock_mistral.types import GenerationParams
-    from bedrock_mistral.validation import resolve_params
-
-    return resolve_params(resolve_model(model), GenerationParams(**params))
+    text = None if arg in ('""', "''") else arg
+    repl.set_system(text)
+    repl.env.note("system prompt cleared" if text is None else "system prompt set")
 
 
 def _set(repl: Repl, arg: str) -> None:
@@ -80,22 +71,16 @@ def _set(repl: Repl, arg: str) -> None:
     if key not in PARAM_KEYS:
         repl.env.error(f"usage: /set PARAM VALUE, with PARAM one of {', '.join(PARAM_KEYS)}")
         return
-    params = dict(repl.session.params)
     raw = raw.strip()
-    if raw in ("", "default", "unset"):
-        params.pop(key, None)
-    else:
-        params[key] = parse_param(key, raw)
-    _check_params(repl.session.model, params)
-    repl.set_params(params)
-    shown = params.get(key, "model default")
-    repl.env.note(f"{key} = {shown}")
+    value = None if raw in ("", "default", "unset") else parse_param(key, raw)
+    shown = repl.set_param(key, value)
+    repl.env.note(f"{key} = {'model default' if shown is None else shown}")
 
 
 def _params(repl: Repl, arg: str) -> None:
     from rich.table import Table
 
-    effective = _check_params(repl.session.model, repl.session.params)
+    effective = repl.effective_params()
     table = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
     for key in PARAM_KEYS:
         value = getattr(effective, key)
@@ -116,13 +101,10 @@ def _model(repl: Repl, arg: str) -> None:
             "(/model NAME switches; `bedrock-mistral models` lists them)"
         )
         return
-    from bedrock_mistral.models import resolve_model
-
-    spec = resolve_model(arg)
-    repl.session.model = arg
+    spec = repl.switch_model(arg)
     repl.env.note(f"model: {spec.alias} ({spec.model_id}); the conversation continues")
     try:
-        _check_params(arg, repl.session.params)
+        repl.effective_params()
     except ValueError as err:
         repl.env.warn(f"{err}; change it with /set")
 
@@ -134,29 +116,12 @@ def _backend(repl: Repl, arg: str) -> None:
         )
         return
     backend = parse_setting("backend", arg)
-    previous = repl.session.backend
-    repl.session.backend = backend
-    try:
-        repl.client()
-    except BaseException:
-        repl.session.backend = previous
-        raise
+    repl.switch_backend(backend)
     repl.env.note(f"backend: {backend}; the conversation continues")
 
 
 def _save(repl: Repl, arg: str) -> None:
-    from bedrock_mistral.cli.sessions import check_name
-
-    old = repl.session.name
-    if arg and arg != old:
-        name = check_name(arg)
-        if repl.store.exists(name):
-            repl.env.error(f"session {name} already exists: /load {name}, or pick another name")
-            return
-        repl.session.name = name
-    path = repl.store.save(repl.session)
-    if arg and arg != old and old.startswith("chat-") and repl.store.exists(old):
-        repl.store.delete(old)  # an automatic name was only a placeholder: rename, not copy
+    path = repl.save_as(arg or None)
     repl.env.note(f"saved session {repl.session.name} ({path})")
 
 
@@ -164,9 +129,7 @@ def _load(repl: Repl, arg: str) -> None:
     if not arg:
         _list_sessions(repl)
         return
-    session = repl.store.load(arg)
-    repl.session = session
-    repl.pending = None
+    session = repl.load_session(arg)
     repl.env.note(
         f"loaded session {session.name}: {session.turns} turns, "
         f"{session.model} on {session.backend} (/history shows it)"
@@ -222,7 +185,7 @@ def _retry(repl: Repl, arg: str) -> None:
 
 
 def _exit(repl: Repl, arg: str) -> None:
-    repl.running = False
+    repl.quit()
 
 
 COMMANDS: dict[str, SlashCommand] = {
