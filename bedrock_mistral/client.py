@@ -109,10 +109,12 @@ class MistralClient:
 
     ``model``: an alias (``mistral-7b``, ``mixtral-8x7b``, ...), a Bedrock model id, an
     inference-profile id or an ARN (default: ``$BEDROCK_MISTRAL_MODEL`` or mistral-7b).
-    ``backend``: ``"bedrock"``, ``"local"``, ``"echo"`` or an object implementing
-    :class:`~bedrock_mistral.backends.base.Backend` (default: ``$BEDROCK_MISTRAL_BACKEND``
-    or bedrock). Options that do not apply to the chosen backend are ignored, so
-    switching backend is a one-argument change.
+    ``backend``: ``"bedrock"``, ``"local"``, ``"echo"``, a name an installed plugin
+    registers (entry-point group ``bedrock_mistral.backends``), ``package.module:attribute``,
+    or an object implementing :class:`~bedrock_mistral.backends.base.Backend` (default:
+    ``$BEDROCK_MISTRAL_BACKEND`` or bedrock); see
+    :func:`~bedrock_mistral.backends.factory.create_backend`. Options that do not apply to
+    the chosen backend are ignored, so switching backend is a one-argument change.
     """
 
     def __init__(
@@ -205,6 +207,7 @@ class MistralClient:
             # Kept for every model: chat-body models send them, and backends that answer
             # from the conversation (echo) need not parse the prompt back.
             messages=tuple(turns) if turns is not None else None,
+            model=self.model,  # the dialect and limits travel with the request
         )
         self.check_context_window(request)
         return request
@@ -342,18 +345,4 @@ def _retry_policy(retry: RetryPolicy | None, max_attempts: int | None) -> RetryP
 def _backend(backend: str | Backend | None, options: dict[str, Any]) -> Backend:
     from bedrock_mistral.backends.factory import create_backend
 
-    if backend is None:
-        backend = os.environ.get(ENV_BACKEND) or DEFAULT_BACKEND
-    if isinstance(backend, str):
-        return create_backend(backend.strip().lower(), options)
-    if not isinstance(backend, Backend):
-        raise ConfigurationError(
-            f"backend={backend!r} is not allowed: 'bedrock', 'local', 'echo', or an object with "
-            "name, complete(request) and stream(request)"
-        )
-    given = sorted(
-        key for key, value in options.items() if value is not None and key != "model_path"
-    )
-    if given:
-        logger.debug("backend object %r ignores option(s) %s", backend, ", ".join(given))
-    return backend
+    return create_backend(backend or os.environ.get(ENV_BACKEND) or DEFAULT_BACKEND, options)

@@ -13,10 +13,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from bedrock_mistral.errors import ValidationError
-from bedrock_mistral.types import Usage
+
+if TYPE_CHECKING:  # types.py imports this module: CompletionRequest carries a ModelSpec
+    from bedrock_mistral.types import Usage
 
 Dialect = Literal["text", "chat"]
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, InstanceOf
+
+from bedrock_mistral.models import ModelSpec, resolve_model
 
 Role = Literal["system", "user", "assistant"]
 StopReason = Literal["stop", "length"]
@@ -61,6 +63,13 @@ class CompletionRequest(BaseModel):
 
     ``prompt`` is always the full ``[INST]``-formatted string. ``messages`` is kept for
     backends whose wire format is the chat ``messages`` body (Mistral Large 2407).
+
+    ``model`` is the client's :class:`~bedrock_mistral.models.ModelSpec` (a reference,
+    not a copy): the body dialect, the limits and the inference-profile facts a backend
+    needs, so no backend looks ``model_id`` up again, and a spec the registry does not
+    list (``MistralClient(model=ModelSpec(...))``) reaches the wire as given. Backends
+    read it through :attr:`spec`, which falls back to the registry for a hand-built
+    request.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -73,6 +82,13 @@ class CompletionRequest(BaseModel):
     top_k: int | None = None
     stop: tuple[str, ...] = ()
     messages: tuple[Message, ...] | None = None
+    # InstanceOf: one isinstance check, no field-by-field copy (a request is built per call).
+    model: InstanceOf[ModelSpec] | None = Field(default=None, repr=False, exclude=True)
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model's facts: the spec the request was built with, else the registry's."""
+        return self.model if self.model is not None else resolve_model(self.model_id)
 
     def text_body(self) -> dict[str, object]:
         """The InvokeModel JSON body of the text-completion dialect."""

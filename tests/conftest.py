@@ -17,6 +17,9 @@ from typing import Any
 import pytest
 
 from tests.helpers.backends import SleepRecorder
+from tests.helpers.plugins import plugin_fixture, plugin_site_fixture
+
+__all__ = ["plugin_fixture", "plugin_site_fixture"]  # fixtures: a real installed plugin backend
 
 FAKE_REGION = "us-east-1"
 

@@ -35,12 +35,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from bedrock_mistral.errors import ConfigurationError
-from bedrock_mistral.models import Dialect, resolve_model
 from bedrock_mistral.types import Completion, CompletionRequest, StreamEnd, TextDelta, Usage
 
 if TYPE_CHECKING:
     import boto3
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
+
+    from bedrock_mistral.models import ModelSpec
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -84,17 +85,18 @@ def _configured_endpoint(endpoint_url: str | None) -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME") or os.environ.get("AWS_ENDPOINT_URL")
 
 
-def wire_model_id(model_id: str, region: str) -> str:
-    """The id to send for ``model_id`` in ``region``.
+def wire_model_id(spec: ModelSpec, region: str) -> str:
+    """The id to send for ``spec`` in ``region``.
 
     A profile-only model (Pixtral Large) named by its bare id or alias cannot be invoked
     on demand, so it goes through the inference profile of the region's geography
     (``us.`` in us-east-1, ``eu.`` in eu-west-3). Every other id is sent as given.
 
-    >>> wire_model_id("mistral.pixtral-large-2502-v1:0", "eu-west-3")
+    >>> from bedrock_mistral.models import resolve_model
+    >>> wire_model_id(resolve_model("mistral.pixtral-large-2502-v1:0"), "eu-west-3")
     'eu.mistral.pixtral-large-2502-v1:0'
     """
-    spec = resolve_model(model_id)
+    model_id = spec.model_id
     if not spec.profile_only or model_id != spec.canonical_id or region.startswith("us-gov-"):
         return model_id
     geo = _PROFILE_GEOS.get(region.split("-", 1)[0])
@@ -263,17 +265,13 @@ class BedrockBackend:
         from bedrock_mistral.backends.bedrock_errors import CallContext
 
         return CallContext(
-            model_id=wire_model_id(request.model_id, clients.region),
+            model_id=wire_model_id(request.spec, clients.region),
             region=clients.region,
             endpoint=clients.endpoint,
             read_timeout=self.read_timeout,
             stream_idle_timeout=self.stream_idle_timeout,
             streaming=streaming,
         )
-
-    @staticmethod
-    def _dialect(request: CompletionRequest) -> Dialect:
-        return resolve_model(request.model_id).dialect
 
     def complete(self, request: CompletionRequest) -> Completion:
         from bedrock_mistral.backends.bedrock_errors import MAPPED_ERRORS, map_error
@@ -285,7 +283,7 @@ class BedrockBackend:
 
         clients = self._get_clients()
         ctx = self._context(request, clients, streaming=False)
-        body = request_body(request, self._dialect(request))
+        body = request_body(request, request.spec.dialect)
         started = time.perf_counter()
         try:
             response = clients.invoke.invoke_model(
@@ -322,7 +320,7 @@ class BedrockBackend:
 
         clients = self._get_clients()
         ctx = self._context(request, clients, streaming=True)
-        body = request_body(request, self._dialect(request))
+        body = request_body(request, request.spec.dialect)
         started = time.perf_counter()
         try:
             response = clients.stream.invoke_model_with_response_stream(

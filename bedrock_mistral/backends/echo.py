@@ -4,7 +4,8 @@ For tests and demos: no model, no randomness, so a test can predict every byte. 
 reply is the text of the last user turn, recovered from the ``[INST]`` prompt (or taken
 from ``request.messages`` when the caller kept them). A prompt that continues an answer
 (``stream(..., resume=True)``) gets only the rest of it, so resumed text is never doubled.
-Token counts are whitespace words.
+Token counts are whitespace words, never fewer than a real tokenizer could produce
+(:func:`~bedrock_mistral.tokens.min_tokens`), so a huge one-word prompt is still too long.
 
 >>> from bedrock_mistral.types import CompletionRequest
 >>> request = CompletionRequest(model_id="m", prompt="<s> [INST] Hi there [/INST]", max_tokens=9)
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterator
 
 from bedrock_mistral.prompt import BOS, EOS, INST_CLOSE, INST_OPEN
+from bedrock_mistral.tokens import min_tokens
 from bedrock_mistral.types import (
     Completion,
     CompletionRequest,
@@ -96,7 +98,9 @@ class EchoBackend:
     name = "echo"
 
     def count_tokens(self, prompt: str) -> int:
-        return len(prompt.split())
+        # Words are predictable in tests; the floor keeps a word of millions of characters
+        # from counting as one token (Bedrock refuses such a prompt as too long).
+        return max(len(prompt.split()), min_tokens(prompt))
 
     @property
     def context_window(self) -> int | None:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalBackend", "shared_model"]
 
-_INSTALL_HINT = "pip install 'bedrock-mistral[local]'"
+_INSTALL_HINT = 'pip install "bedrock-mistral[local]"'
 _REQUIRED = ("torch", "safetensors", "sentencepiece")
 
 _models: dict[tuple[str, str | None], LocalModel] = {}
@@ -36,12 +36,18 @@ _registry_lock = threading.Lock()
 _load_locks: dict[tuple[str, str | None], threading.Lock] = {}
 
 
-def _check_installed() -> None:
+def unavailable_reason() -> str | None:
+    """None when the local extra is installed; else what is missing and how to install it."""
     missing = [name for name in _REQUIRED if importlib.util.find_spec(name) is None]
-    if missing:
-        raise BackendUnavailableError(
-            f"the local backend needs {', '.join(missing)}, which is not installed: {_INSTALL_HINT}"
-        )
+    if not missing:
+        return None
+    return f"needs {', '.join(missing)}, which is not installed: {_INSTALL_HINT}"
+
+
+def _check_installed() -> None:
+    problem = unavailable_reason()
+    if problem:
+        raise BackendUnavailableError(f"the local backend {problem}")
 
 
 def shared_model(model_path: str | Path | None, dtype: str | None) -> LocalModel:
@@ -82,6 +88,7 @@ class LocalBackend:
     """
 
     name = "local"
+    unavailable_reason = staticmethod(unavailable_reason)  # the factory's optional check
 
     def __init__(self, model_path: str | Path | None = None, *, dtype: str | None = None) -> None:
         _check_installed()

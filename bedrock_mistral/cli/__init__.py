@@ -49,6 +49,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "doctor",
         "Check credentials, region, endpoint, access, local model.",
     ),
+    "backends": (
+        "bedrock_mistral.cli.backends_cmd",
+        "backends",
+        "List backends (built-in and plugins) and whether each runs here.",
+    ),
     "local": (
         "bedrock_mistral.cli.local_cmd",
         "local",

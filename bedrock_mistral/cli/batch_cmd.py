@@ -186,23 +186,10 @@ class _FailureLog:
 
 
 def _make_client(settings: Any, concurrency: int) -> Any:
-    from bedrock_mistral.cli.clients import load_plugin_backend
-    from bedrock_mistral.cli.config import BUILTIN_BACKENDS
-    from bedrock_mistral.client import MistralClient
+    from bedrock_mistral.cli.clients import make_client
 
-    backend = settings.backend
-    if backend not in BUILTIN_BACKENDS:
-        backend = load_plugin_backend(backend)
-    return MistralClient(
-        model=settings.model,
-        backend=backend,
-        region=settings.region,
-        profile=settings.profile,
-        endpoint_url=settings.endpoint_url,
-        local_model=settings.local_model,
-        # One pooled connection per request in flight, or boto3 queues them.
-        max_pool_connections=max(concurrency, 10),
-    )
+    # One pooled connection per request in flight, or boto3 queues them.
+    return make_client(settings, max_pool_connections=max(concurrency, 10))
 
 
 def _run_online(env: Any, settings: Any, parsed: Any, flags: dict[str, Any]) -> dict[str, Any]:

@@ -55,12 +55,12 @@ DEFAULT_MODEL = (
 )
 DEFAULT_BACKEND = "bedrock"
 
-# Plugin backends are named "package.module:attribute".
-_PLUGIN_BACKEND = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+# Plugin backends: "package.module:attribute", or a name registered as an entry point.
+_PLUGIN_BACKEND = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 SETTING_KEYS: dict[str, str] = {
     "model": "default model alias or Bedrock model id",
-    "backend": "bedrock, local, echo, or package.module:attribute",
+    "backend": "bedrock, local, echo, a plugin's name, or package.module:attribute",
     "region": "AWS region for Bedrock",
     "profile": "AWS profile name",
     "endpoint_url": "Bedrock runtime endpoint (e.g. a local `bedrock-mistral serve`)",
@@ -94,8 +94,15 @@ def config_path(env: Mapping[str, str] | None = None) -> Path:
 def _check_backend(value: str) -> str:
     if value in BUILTIN_BACKENDS or _PLUGIN_BACKEND.match(value):
         return value
+    from bedrock_mistral.backends.factory import list_backends
+
+    if value.strip().lower() in {info.name.lower() for info in list_backends(check=False)}:
+        return value
     raise ValidationError.out_of_range(
-        "backend", value, "bedrock, local, echo, or a plugin as package.module:attribute"
+        "backend",
+        value,
+        "bedrock, local, echo, a plugin's name (see `bedrock-mistral backends`), "
+        "or package.module:attribute",
     )
 
 

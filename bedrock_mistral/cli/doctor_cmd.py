@@ -69,6 +69,25 @@ def check_config(settings: Settings) -> Iterator[Finding]:
     )
 
 
+def check_backends(settings: Settings) -> Iterator[Finding]:
+    """One line for what can run here; one per backend that cannot, with its fix."""
+    from bedrock_mistral.backends.factory import list_backends
+
+    infos = list_backends()
+    ready = [info.name for info in infos if info.usable]
+    plugins = sum(info.source != "built-in" for info in infos)
+    extra = f" ({plugins} from plugins)" if plugins else ""
+    yield Finding(
+        "ok" if ready else "warn",
+        "backends",
+        f"{', '.join(ready) or 'none'} ready{extra}; `bedrock-mistral backends` lists them",
+    )
+    for info in infos:
+        if info.problem is not None:
+            needed: Status = "fail" if info.name == settings.backend else "warn"
+            yield Finding(needed, "backends", f"{info.name} ({info.source}): {info.problem}")
+
+
 def check_aws(settings: Settings) -> Iterator[Finding]:
     from bedrock_mistral.cli.access import aws_setup
 
@@ -234,6 +253,7 @@ def check_torch(needed: Status) -> Iterator[Finding]:
 
 CHECKS: tuple[tuple[str, Callable[..., Iterator[Finding]]], ...] = (
     ("config", check_config),
+    ("backends", check_backends),
     ("aws", check_aws),
     ("access", check_model_access),
     ("local", check_local),

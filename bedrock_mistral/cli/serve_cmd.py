@@ -55,10 +55,10 @@ class FaultParam(click.ParamType[tuple[str, float], str]):
 )
 @click.option(
     "--backend",
-    type=click.Choice(["local", "echo"]),
     default=None,
-    help="What answers: 'local' (default: the bundled model, or --local-model) or 'echo' "
-    "(repeats the last user turn; for tests).",
+    help="What answers: 'local' (default: the bundled model, or --local-model), 'echo' "
+    "(repeats the last user turn; for tests), or any backend `bedrock-mistral backends` "
+    "lists (a plugin's name, or package.module:attribute).",
 )
 @click.option(
     "--local-model",
@@ -147,18 +147,17 @@ def serve(
 
 def _backend(choice: str | None, local_model: str | None) -> Any:
     """The explicit choice, or 'local' falling back to echo when it is not installed."""
+    from bedrock_mistral.backends.factory import create_backend
     from bedrock_mistral.errors import BackendUnavailableError
-    from bedrock_mistral.server.runner import load_backend
 
-    if choice == "echo":
-        return load_backend("echo")
-    if choice == "local":
-        return _warm(load_backend("local", local_model=local_model))
+    options = {"model_path": local_model}
+    if choice is not None:
+        return _warm(create_backend(choice, options))
     try:
-        return _warm(load_backend("local", local_model=local_model))
+        return _warm(create_backend("local", options))
     except BackendUnavailableError as err:
         click.echo(f"warning: {err}; serving the echo backend instead", err=True)
-        return load_backend("echo")
+        return create_backend("echo")
 
 
 def _warm(backend: Any) -> Any:

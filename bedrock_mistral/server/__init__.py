@@ -18,7 +18,7 @@ from __future__ import annotations
 from bedrock_mistral.server.app import BedrockApp, create_app
 from bedrock_mistral.server.config import ServerConfig
 from bedrock_mistral.server.faults import FAULT_KINDS, FaultKind, FaultPlan
-from bedrock_mistral.server.runner import LocalServer, load_backend, run_server, serve_in_background
+from bedrock_mistral.server.runner import LocalServer, run_server, serve_in_background
 from bedrock_mistral.server.stats import RequestRecord, ServerStats
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "ServerConfig",
     "ServerStats",
     "create_app",
-    "load_backend",
     "run_server",
     "serve_in_background",
 ]

@@ -145,6 +145,7 @@ def request_from_native(spec: ModelSpec, body: dict[str, Any]) -> CompletionRequ
         top_k=top_k,
         stop=tuple(body.get("stop", ())),
         messages=messages,
+        model=spec,
     )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bedrock_mistral.errors import ValidationError
+from bedrock_mistral.models import ModelSpec
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_WORKERS", "ServerConfig"]
 
@@ -17,11 +18,12 @@ DEFAULT_WORKERS = 16
 class ServerConfig:
     """How the server behaves; see :func:`bedrock_mistral.server.serve_in_background`.
 
-    ``model_ids`` None means every Mistral id in the registry. ``workers`` None means
+    ``model_ids`` None means every Mistral id in the registry; an entry may be a
+    :class:`ModelSpec` for a model the registry does not list. ``workers`` None means
     the backend's ``max_parallel`` attribute if it has one, else ``DEFAULT_WORKERS``.
     """
 
-    model_ids: tuple[str, ...] | None = None
+    model_ids: tuple[str | ModelSpec, ...] | None = None
     max_concurrency: int | None = None
     latency_ms: float = 0.0
     faults: Mapping[str, float] = field(default_factory=dict)

@@ -39,11 +39,21 @@ def match_route(raw_path: bytes) -> tuple[str, Operation] | None:
 
 
 class ModelCatalog:
-    """The model ids this server answers, looked up the way Bedrock does."""
+    """The model ids this server answers, looked up the way Bedrock does.
 
-    def __init__(self, model_ids: Sequence[str] | None = None) -> None:
-        ids = [spec.model_id for spec in MODELS] if model_ids is None else list(model_ids)
-        self._allowed = {resolve_model(model_id).canonical_id for model_id in ids}
+    An entry is a model id, or a :class:`ModelSpec` for a model the registry does not
+    list (a custom or imported model): the server then uses that spec's dialect and limits.
+    """
+
+    def __init__(self, model_ids: Sequence[str | ModelSpec] | None = None) -> None:
+        entries = [spec.model_id for spec in MODELS] if model_ids is None else list(model_ids)
+        self._allowed = {
+            entry.canonical_id
+            if isinstance(entry, ModelSpec)
+            else resolve_model(entry).canonical_id
+            for entry in entries
+        }
+        self._given = {e.canonical_id: e for e in entries if isinstance(e, ModelSpec)}
 
     @property
     def model_ids(self) -> list[str]:
@@ -64,6 +74,9 @@ class ModelCatalog:
             raise invalid_model() from err
         if spec.canonical_id not in self._allowed:
             raise invalid_model()
+        given = self._given.get(spec.canonical_id)
+        if given is not None:  # the caller's facts win over the registry's guess
+            spec = given if given.model_id == model_id else given.with_model_id(model_id)
         on_demand, geo = _invocation_form(model_id, spec.canonical_id)
         if geo is not None and spec.profile_geos is not None and geo not in spec.profile_geos:
             # No such inference profile (Mistral 7B has none; Pixtral has no global.).

@@ -14,10 +14,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from bedrock_mistral.backends.base import Backend
-from bedrock_mistral.errors import BackendUnavailableError, ConfigurationError
+from bedrock_mistral.backends.factory import create_backend
+from bedrock_mistral.errors import ConfigurationError
+from bedrock_mistral.models import ModelSpec
 from bedrock_mistral.server.app import BedrockApp
 from bedrock_mistral.server.config import DEFAULT_MAX_BODY_BYTES, ServerConfig
 from bedrock_mistral.server.stats import ServerStats
@@ -25,11 +27,10 @@ from bedrock_mistral.server.stats import ServerStats
 if TYPE_CHECKING:
     import uvicorn
 
-__all__ = ["LocalServer", "load_backend", "run_server", "serve_in_background"]
+__all__ = ["LocalServer", "run_server", "serve_in_background"]
 
 logger = logging.getLogger("bedrock_mistral.server")
 
-BackendChoice = Literal["echo", "local"] | Backend
 _START_TIMEOUT_S = 30.0
 
 
@@ -57,27 +58,6 @@ class LocalServer(str):
     @property
     def config(self) -> ServerConfig:
         return self.app.config
-
-
-def load_backend(choice: BackendChoice, *, local_model: str | None = None) -> Backend:
-    """``"echo"``, ``"local"`` (the bundled model unless ``local_model``), or a backend object."""
-    if not isinstance(choice, str):
-        return choice
-    if choice == "echo":
-        from bedrock_mistral.backends.echo import EchoBackend
-
-        return EchoBackend()
-    if choice == "local":
-        try:
-            from bedrock_mistral.backends.local import LocalBackend
-        except ImportError as err:
-            raise BackendUnavailableError(
-                f"the local backend cannot be imported ({err}); install it with "
-                "`pip install 'bedrock-mistral[local]'` or use --backend echo"
-            ) from err
-        backend: Backend = LocalBackend(local_model)
-        return backend
-    raise ConfigurationError(f"unknown backend {choice!r}; use 'local', 'echo' or a Backend object")
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -128,11 +108,11 @@ def _uvicorn_server(app: BedrockApp, *, log_level: str, graceful_s: int) -> uvic
 
 @contextlib.contextmanager
 def serve_in_background(
-    backend: BackendChoice = "echo",
+    backend: str | Backend = "echo",
     *,
     host: str = "127.0.0.1",
     port: int = 0,
-    model_ids: Sequence[str] | None = None,
+    model_ids: Sequence[str | ModelSpec] | None = None,
     max_concurrency: int | None = None,
     latency_ms: float = 0,
     faults: Mapping[str, float] | None = None,
@@ -145,6 +125,9 @@ def serve_in_background(
     log_level: str = "warning",
 ) -> Iterator[LocalServer]:
     """Start a Bedrock-compatible server in a thread; yield its URL; stop it on exit.
+
+    ``backend``: anything :func:`~bedrock_mistral.backends.factory.create_backend` takes
+    (``"echo"``, ``"local"``, a plugin's name, ``package.module:attribute``, an object).
 
     >>> with serve_in_background("echo", fault_script=["throttle"]) as url:  # doctest: +SKIP
     ...     client = boto3.client("bedrock-runtime", endpoint_url=url, region_name="us-east-1")
@@ -161,7 +144,7 @@ def serve_in_background(
         max_body_bytes=max_body_bytes,
         workers=workers,
     )
-    app = BedrockApp(load_backend(backend), config)
+    app = BedrockApp(create_backend(backend), config)
     sock = _bind(host, port)
     server = _uvicorn_server(app, log_level=log_level, graceful_s=1)
     thread = threading.Thread(

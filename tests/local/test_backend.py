@@ -154,4 +154,4 @@ def test_missing_torch_names_the_extra() -> None:
         "from bedrock_mistral.errors import BackendUnavailableError\n"
         "try:\n    LocalBackend()\nexcept BackendUnavailableError as err:\n    print(err)\n"
     )
-    assert "pip install 'bedrock-mistral[local]'" in result.stdout, result.stderr
+    assert 'pip install "bedrock-mistral[local]"' in result.stdout, result.stderr
