@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bedrock_mistral.backends.base import Backend
-from bedrock_mistral.errors import BackendUnavailableError, ConfigurationError
+from bedrock_mistral.errors import BackendUnavailableError, ConfigurationError, install_extra
 
 __all__ = ["BACKENDS", "BackendEntry", "create_backend", "register_backend"]
 
@@ -101,7 +101,7 @@ def create_backend(name: str, options: Mapping[str, Any]) -> Backend:
     try:
         return entry.load(**chosen)
     except ImportError as err:
-        hint = f' (pip install "bedrock-mistral[{entry.extra}]")' if entry.extra else ""
         raise BackendUnavailableError(
-            f"backend {name!r} cannot be loaded here: {err}{hint}"
+            f"backend {name!r} cannot be loaded here: {err}",
+            fix=install_extra(entry.extra) if entry.extra else None,
         ) from err
