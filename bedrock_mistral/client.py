@@ -19,8 +19,6 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import pydantic
-
 from bedrock_mistral.backends.base import Backend
 from bedrock_mistral.conversation import Conversation
 from bedrock_mistral.errors import ConfigurationError, ContextWindowError, ValidationError
@@ -29,8 +27,8 @@ from bedrock_mistral.prompt import MessageLike, format_prompt, to_messages
 from bedrock_mistral.retry import DEFAULT_MAX_ATTEMPTS, RetryPolicy, call_with_retry
 from bedrock_mistral.streaming import Stream
 from bedrock_mistral.tokens import PromptCounter
-from bedrock_mistral.types import Completion, CompletionRequest, GenerationParams, Message
-from bedrock_mistral.validation import check_conversation, resolve_params
+from bedrock_mistral.types import Completion, CompletionRequest, Message
+from bedrock_mistral.validation import check_conversation, check_params, resolve_params
 
 if TYPE_CHECKING:
     from bedrock_mistral.batch import BatchRun
@@ -44,43 +42,11 @@ ENV_BACKEND = "BEDROCK_MISTRAL_BACKEND"
 ENV_LOCAL_MODEL = "BEDROCK_MISTRAL_LOCAL_MODEL"
 DEFAULT_BACKEND = "bedrock"
 
-_PARAM_RULES: dict[str, str] = {
-    "max_tokens": "an integer >= 1, at most the model's max output tokens",
-    "temperature": "a number from 0 to 1",
-    "top_p": "a number from 0 to 1",
-    "top_k": "an integer from 1 to 200",
-    "stop": "a string or a list of up to 10 non-empty strings",
-}
-
 Messages = str | Sequence[MessageLike]
 
 
-def generation_params(values: Mapping[str, Any]) -> GenerationParams:
-    """Keyword parameters -> :class:`GenerationParams`, refusing unknown names and wrong types."""
-    unknown = sorted(set(values) - set(_PARAM_RULES))
-    if unknown:
-        raise ValidationError(
-            f"unknown parameter {unknown[0]!r}; allowed: {', '.join(_PARAM_RULES)}",
-            field=unknown[0],
-            value=values[unknown[0]],
-            allowed=", ".join(_PARAM_RULES),
-        )
-    data = dict(values)
-    stop = data.get("stop")
-    if isinstance(stop, str):
-        data["stop"] = [stop]
-    elif isinstance(stop, tuple):
-        data["stop"] = list(stop)
-    try:
-        return GenerationParams.model_validate(data, strict=True)
-    except pydantic.ValidationError as err:
-        loc = err.errors()[0]["loc"]
-        name = str(loc[0])
-        field = name + "".join(f"[{part}]" for part in loc[1:])
-        value: Any = data.get(name)
-        if len(loc) > 1 and isinstance(value, list) and isinstance(loc[1], int):
-            value = value[loc[1]]
-        raise ValidationError.out_of_range(field, value, _PARAM_RULES[name]) from err
+# Keyword parameters -> GenerationParams; the rules are validation.PARAMS.
+generation_params = check_params
 
 
 def _messages(messages: Messages) -> list[Message]:

@@ -28,22 +28,29 @@
 
 ``*`` marks transient errors (``retryable = True``): the shared retry policy retries
 exactly these. Every error raised for a lower-level exception chains it (``__cause__``).
+
+An error that has a fix carries it as data, ``error.fix`` (a :class:`Fix`): one wording
+whose options render as Python arguments in ``str(error)`` and as flags on the command
+line (``error.render("cli")``), so no surface rewrites another's message.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 __all__ = [
     "APIConnectionError",
     "APIError",
     "APITimeoutError",
     "AccessDeniedError",
+    "Arg",
     "BackendUnavailableError",
     "BedrockMistralError",
     "ConfigurationError",
     "ContextWindowError",
     "CredentialsError",
+    "Fix",
     "InternalServerError",
     "ModelError",
     "ModelNotFoundError",
@@ -56,11 +63,16 @@ __all__ = [
     "ServiceUnavailableError",
     "ServiceValidationError",
     "StreamInterrupted",
+    "Surface",
     "ThrottledError",
     "ValidationError",
+    "install_extra",
 ]
 
 _MAX_VALUE_REPR = 80
+
+
+Surface = Literal["sdk", "cli"]
 
 
 def _short(value: Any) -> str:
@@ -68,31 +80,116 @@ def _short(value: Any) -> str:
     return text if len(text) <= _MAX_VALUE_REPR else text[: _MAX_VALUE_REPR - 3] + "..."
 
 
+@dataclass(frozen=True)
+class Arg:
+    """An option a fix asks for: a keyword argument in Python, a flag on the command line.
+
+    >>> Arg("backend", "local").render("sdk"), Arg("backend", "local").render("cli")
+    ('backend="local"', '--backend local')
+    >>> Arg("endpoint_url").render("sdk"), Arg("endpoint_url").render("cli")
+    ('endpoint_url=...', '--endpoint-url')
+    """
+
+    name: str  # the SDK keyword argument, e.g. "endpoint_url"
+    value: str | None = None  # a value to suggest; None leaves it to the reader
+
+    def render(self, surface: Surface) -> str:
+        if surface == "cli":
+            flag = "--" + self.name.replace("_", "-")
+            return flag if self.value is None else f"{flag} {self.value}"
+        return f"{self.name}=..." if self.value is None else f'{self.name}="{self.value}"'
+
+
+@dataclass(frozen=True, init=False)
+class Fix:
+    """What to do about an error: one clause, with ``{}`` where each :class:`Arg` goes.
+
+    ``cli`` replaces the wording on the command line where it differs beyond the flags;
+    ``cli=""`` means the fix does not apply there (an SDK-only argument such as resume).
+
+    >>> fix = Fix("pass {} or set AWS_REGION", Arg("region"))
+    >>> fix.render("sdk"), fix.render("cli")
+    ('pass region=... or set AWS_REGION', 'pass --region or set AWS_REGION')
+    """
+
+    text: str
+    args: tuple[Arg, ...]
+    cli: str | None
+
+    def __init__(self, text: str, *args: Arg, cli: str | None = None) -> None:
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "args", args)
+        object.__setattr__(self, "cli", cli)
+
+    def render(self, surface: Surface) -> str:
+        """The fix worded for ``surface``; "" when it does not apply there."""
+        text = self.cli if surface == "cli" and self.cli is not None else self.text
+        return text.format(*(arg.render(surface) for arg in self.args)) if text else ""
+
+
+def install_extra(extra: str) -> Fix:
+    """The fix for a missing optional dependency: install the extra that brings it."""
+    return Fix(f'pip install "bedrock-mistral[{extra}]"')
+
+
+def _with_fix(message: str, fix: str) -> str:
+    if not fix:
+        return message
+    if message.endswith("."):  # a sentence: the fix is the next one
+        return f"{message} {fix[:1].upper()}{fix[1:]}{'' if fix.endswith('.') else '.'}"
+    return f"{message}; {fix}"
+
+
 class BedrockMistralError(Exception):
-    """Base of every error raised by bedrock_mistral."""
+    """Base of every error raised by bedrock_mistral.
+
+    ``message`` says what happened; ``fix`` (or the class's ``default_fix``) what to do.
+    """
 
     retryable: ClassVar[bool] = False
+    default_fix: ClassVar[Fix | None] = None
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, fix: Fix | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.fix: Fix | None = fix if fix is not None else self.default_fix
         # Set by the retry policy: how many attempts were made before giving up.
         self.attempts: int = 1
 
+    def render(self, surface: Surface = "sdk") -> str:
+        """The one line to show: the message, then the fix worded for ``surface``."""
+        return _with_fix(self.message, self.fix.render(surface) if self.fix else "")
+
     def __str__(self) -> str:
-        return self.message
+        return self.render("sdk")
 
 
 class ConfigurationError(BedrockMistralError):
-    """The SDK is not set up to make this call; the message says what to change."""
+    """The SDK is not set up to make this call; the fix says what to change."""
 
 
 class CredentialsError(ConfigurationError):
-    """No AWS credentials could be found."""
+    """No AWS credentials could be found, or AWS refused them."""
+
+    default_fix = Fix(
+        "run `aws configure` (or `aws sso login`), set AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass {}; to run without AWS, use {}",
+        Arg("profile"),
+        Arg("backend", "local"),
+    )
 
 
 class RegionError(ConfigurationError):
     """No AWS region is configured."""
+
+    default_fix = Fix(
+        "pass {}, set AWS_REGION or AWS_DEFAULT_REGION, or add `region = ...` to your AWS "
+        "profile in ~/.aws/config (the profile comes from {} or AWS_PROFILE); to run "
+        "without AWS, use {}",
+        Arg("region"),
+        Arg("profile"),
+        Arg("backend", "local"),
+    )
 
 
 class BackendUnavailableError(ConfigurationError):
@@ -113,8 +210,9 @@ class ValidationError(BedrockMistralError, ValueError):
         field: str | None = None,
         value: Any = None,
         allowed: str | None = None,
+        fix: Fix | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, fix=fix)
         self.field = field
         self.value = value
         self.allowed = allowed
@@ -159,14 +257,20 @@ class APIError(BedrockMistralError):
         request_id: str | None = None,
         model_id: str | None = None,
         retry_after: float | None = None,
+        fix: Fix | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, fix=fix)
         self.code = code
         self.status_code = status_code
         self.request_id = request_id
         self.model_id = model_id
         # Seconds the server asked us to wait (Retry-After), preferred by the retry policy.
         self.retry_after = retry_after
+
+    def render(self, surface: Surface = "sdk") -> str:
+        """The message and fix, then the request id (what AWS support asks for)."""
+        text = super().render(surface)
+        return f"{text} (request id {self.request_id})" if self.request_id else text
 
 
 class AccessDeniedError(APIError):
@@ -248,7 +352,9 @@ class StreamInterrupted(BedrockMistralError):
     continues from it without duplicating text.
     """
 
-    def __init__(self, message: str, *, partial_text: str, output_tokens: int = 0) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, partial_text: str, output_tokens: int = 0, fix: Fix | None = None
+    ) -> None:
+        super().__init__(message, fix=fix)
         self.partial_text = partial_text
         self.output_tokens = output_tokens

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from bedrock_mistral.errors import ValidationError
+from bedrock_mistral.validation import MAX_STOP_SEQUENCES, TOP_K_RANGE, UNIT_RANGE
 
 if TYPE_CHECKING:  # types.py imports this module: CompletionRequest carries a ModelSpec
     from bedrock_mistral.types import Usage
@@ -26,15 +27,13 @@ __all__ = [
     "DEFAULT_MODEL",
     "MAX_STOP_SEQUENCES",
     "MODELS",
+    "TOP_K_RANGE",
+    "UNIT_RANGE",
     "Dialect",
     "ModelSpec",
     "known_aliases",
     "resolve_model",
 ]
-
-MAX_STOP_SEQUENCES = 10
-TOP_K_RANGE = (1, 200)
-UNIT_RANGE = (0.0, 1.0)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from bedrock_mistral.errors import APIConnectionError, BedrockMistralError, StreamInterrupted
+from bedrock_mistral.errors import APIConnectionError, BedrockMistralError, Fix, StreamInterrupted
 from bedrock_mistral.retry import RetryPolicy, call_with_retry, compute_delay
 from bedrock_mistral.types import (
     Completion,
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["Stream", "continuation_request"]
 
 logger = logging.getLogger(__name__)
+
+_RESUME_FIX = Fix("pass resume=True to continue from the partial text", cli="")
 
 Event = TextDelta | StreamEnd
 
@@ -224,11 +226,12 @@ class Stream(Iterator[str]):
         produced = self._produced_tokens()
         attempts_left = self.resumes + 1 < self._policy.max_attempts
         if not (self.resume and err.retryable and attempts_left and not reopen_failed):
-            how = "" if self.resume else "; pass resume=True to continue from the partial text"
             raise StreamInterrupted(
-                f"the stream was interrupted after {len(self.text)} characters ({err}){how}",
+                f"the stream was interrupted after {len(self.text)} characters ({err})",
                 partial_text=self.text,
                 output_tokens=produced,
+                # The CLI keeps the partial text itself; resume is an SDK argument.
+                fix=None if self.resume else _RESUME_FIX,
             ) from err
         self.resumes += 1
         piece_text = self.text[len(request.prompt) - len(self.request.prompt) :]

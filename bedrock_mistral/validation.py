@@ -1,75 +1,219 @@
-"""Checks that run before anything is sent, against the chosen model's limits."""
+"""The one set of parameter and conversation rules, checked before anything is sent.
+
+:data:`PARAMS` declares every generation parameter once: its name, type, bounds and help.
+Each surface goes through it, so a value refused in one is refused with the same message
+in all: the SDK (:func:`check_params`, Python values), the CLI's ``-o``, ``config set``,
+``config.toml`` and the chat's ``/set`` (:func:`parse_param`, text or TOML values), and
+per-model limits for every one of them (:func:`resolve_params`).
+
+>>> parse_param("temperature", "0.2")
+0.2
+>>> check_param("top_k", 0)
+Traceback (most recent call last):
+bedrock_mistral.errors.ValidationError: top_k=0 is not allowed: an integer from 1 to 200
+"""
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
-from bedrock_mistral.errors import ValidationError
-from bedrock_mistral.models import MAX_STOP_SEQUENCES, TOP_K_RANGE, UNIT_RANGE, ModelSpec
-from bedrock_mistral.types import GenerationParams, Message
+from bedrock_mistral.errors import Fix, ValidationError
 
-__all__ = ["check_conversation", "resolve_params"]
+if TYPE_CHECKING:  # pydantic stays unimported until a request is built: CLI flags are cheap
+    from bedrock_mistral.models import ModelSpec
+    from bedrock_mistral.types import GenerationParams, Message
+
+__all__ = [
+    "MAX_STOP_SEQUENCES",
+    "PARAMS",
+    "TOP_K_RANGE",
+    "UNIT_RANGE",
+    "ParamSpec",
+    "check_conversation",
+    "check_param",
+    "check_params",
+    "parse_param",
+    "resolve_params",
+]
+
+ParamKind = Literal["int", "float", "stop"]
+
+# Bedrock's bounds for every Mistral model; per-model limits live in the model registry.
+MAX_STOP_SEQUENCES = 10
+TOP_K_RANGE = (1, 200)
+UNIT_RANGE = (0.0, 1.0)
 
 
-def _check_unit(name: str, value: float | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ValidationError.out_of_range(name, value, "a number from 0 to 1")
-    low, high = UNIT_RANGE
-    if not low <= value <= high:
-        raise ValidationError.out_of_range(name, value, f"a number from {low:g} to {high:g}")
+@dataclass(frozen=True)
+class ParamSpec:
+    """One generation parameter: its type and bounds every model shares, and its help.
+
+    ``high`` None means no shared upper bound (``max_tokens``: each model has its own,
+    checked by :func:`resolve_params`).
+    """
+
+    name: str
+    kind: ParamKind
+    help: str
+    low: float = 0
+    high: float | None = None
+
+    @property
+    def allowed(self) -> str:
+        """What would be accepted, as the error message says it."""
+        if self.kind == "stop":
+            return f"a string or a list of up to {MAX_STOP_SEQUENCES} non-empty strings"
+        what = "an integer" if self.kind == "int" else "a number"
+        if self.high is None:
+            return f"{what} >= {self.low:g}"
+        return f"{what} from {self.low:g} to {self.high:g}"
+
+    def check(self, value: Any) -> Any:
+        """A Python value as the SDK takes it -> the typed value; raises ValidationError."""
+        if self.kind == "stop":
+            return _check_stop(value)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (self.kind == "int" and not isinstance(value, int))
+            or math.isnan(value)
+            or value < self.low
+            or (self.high is not None and value > self.high)
+        ):
+            raise ValidationError.out_of_range(self.name, value, self.allowed)
+        return value if self.kind == "int" else float(value)
+
+    def parse(self, value: Any) -> Any:
+        """Text (a flag, ``/set``) or a TOML value -> the typed value; raises ValidationError.
+
+        Text that reads as a number is checked as that number, so ``-o top_k=1.5`` and
+        ``top_k=1.5`` in Python are refused with the same message.
+        """
+        if isinstance(value, str):
+            value = _stop_from_text(value) if self.kind == "stop" else _number_from_text(value)
+        return self.check(value)
 
 
-def _check_int(name: str, value: int | None, low: int, high: int) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValidationError.out_of_range(name, value, f"an integer from {low} to {high}")
+PARAMS: Mapping[str, ParamSpec] = {
+    spec.name: spec
+    for spec in (
+        ParamSpec("max_tokens", "int", "most tokens to generate (integer >= 1)", low=1),
+        ParamSpec("temperature", "float", "randomness, 0 to 1", *UNIT_RANGE),
+        ParamSpec("top_p", "float", "nucleus sampling mass, 0 to 1", *UNIT_RANGE),
+        ParamSpec("top_k", "int", "sample among the k likeliest tokens, 1 to 200", *TOP_K_RANGE),
+        ParamSpec("stop", "stop", "stop sequences (comma-separated, or a JSON/TOML list)"),
+    )
+}
 
 
-def _check_stop(stop: Sequence[str] | None) -> tuple[str, ...]:
-    if stop is None:
-        return ()
+def _number_from_text(text: str) -> Any:
+    for convert in (int, float):
+        try:
+            return convert(text.strip())
+        except ValueError:
+            continue
+    return text  # not a number: check() refuses it, naming the text
+
+
+def _stop_from_text(text: str) -> Any:
+    if not text.strip().startswith("["):
+        return [part for part in text.split(",") if part]
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise ValidationError.out_of_range("stop", text, 'a list like ["###", "END"]') from err
+
+
+def _check_stop(stop: Any) -> list[str]:
     if isinstance(stop, str):
         stop = [stop]
+    elif isinstance(stop, tuple):
+        stop = list(stop)
+    if not isinstance(stop, list):
+        raise ValidationError.out_of_range("stop", stop, PARAMS["stop"].allowed)
     if len(stop) > MAX_STOP_SEQUENCES:
         raise ValidationError.out_of_range(
-            "stop", list(stop), f"at most {MAX_STOP_SEQUENCES} stop sequences (got {len(stop)})"
+            "stop", stop, f"at most {MAX_STOP_SEQUENCES} stop sequences (got {len(stop)})"
         )
     for index, item in enumerate(stop):
         if not isinstance(item, str) or not item:
             raise ValidationError.out_of_range(f"stop[{index}]", item, "a non-empty string")
-    return tuple(stop)
+    return stop
 
 
-def resolve_params(spec: ModelSpec, params: GenerationParams) -> GenerationParams:
-    """Check ``params`` against ``spec`` and fill what is unset with the model's defaults."""
-    _check_int("max_tokens", params.max_tokens, 1, spec.max_output_tokens)
-    _check_unit("temperature", params.temperature)
-    _check_unit("top_p", params.top_p)
-    low_k, high_k = TOP_K_RANGE
-    _check_int("top_k", params.top_k, low_k, high_k)
+def _spec(name: str, value: Any) -> ParamSpec:
+    spec = PARAMS.get(name)
+    if spec is None:
+        names = ", ".join(PARAMS)
+        raise ValidationError(
+            f"unknown parameter {name!r}; allowed: {names}",
+            field=name,
+            value=value,
+            allowed=names,
+        )
+    return spec
+
+
+def check_param(name: str, value: Any) -> Any:
+    """One parameter given as a Python value (the SDK); unknown names are refused."""
+    return _spec(name, value).check(value)
+
+
+def parse_param(name: str, value: Any) -> Any:
+    """One parameter given as text or a TOML value (CLI ``-o``, config file, ``/set``)."""
+    return _spec(name, value).parse(value)
+
+
+def check_params(values: Mapping[str, Any]) -> GenerationParams:
+    """SDK keyword parameters -> :class:`GenerationParams`; ``None`` means the model's default."""
+    from bedrock_mistral.types import GenerationParams
+
+    checked = {
+        name: None if value is None else check_param(name, value) for name, value in values.items()
+    }
+    return GenerationParams(**checked)
+
+
+def _check_model_limits(spec: ModelSpec, params: GenerationParams) -> None:
+    if params.max_tokens is not None and params.max_tokens > spec.max_output_tokens:
+        raise ValidationError.out_of_range(
+            "max_tokens",
+            params.max_tokens,
+            f"an integer from 1 to {spec.max_output_tokens} (the most {spec.model_id} "
+            "can generate)",
+        )
     if params.top_k is not None and not spec.supports_top_k:
         raise ValidationError.out_of_range(
             "top_k", params.top_k, f"not supported by {spec.model_id} (its chat body has no top_k)"
         )
-    stop = _check_stop(params.stop)
-    if stop and not spec.supports_stop:
+    if params.stop and not spec.supports_stop:
         raise ValidationError.out_of_range(
             "stop",
-            list(stop),
+            params.stop,
             f"not supported by {spec.model_id} (its chat body has no stop field)",
         )
+
+
+def resolve_params(spec: ModelSpec, params: GenerationParams) -> GenerationParams:
+    """Check ``params`` against ``spec`` and fill what is unset with the model's defaults."""
+    from bedrock_mistral.types import GenerationParams
+
+    checked = check_params(params.model_dump())
+    _check_model_limits(spec, checked)
     return GenerationParams(
-        max_tokens=params.max_tokens if params.max_tokens is not None else spec.default_max_tokens,
-        temperature=params.temperature
-        if params.temperature is not None
+        max_tokens=checked.max_tokens
+        if checked.max_tokens is not None
+        else spec.default_max_tokens,
+        temperature=checked.temperature
+        if checked.temperature is not None
         else spec.default_temperature,
-        top_p=params.top_p if params.top_p is not None else spec.default_top_p,
-        top_k=params.top_k if params.top_k is not None else spec.default_top_k,
-        stop=list(stop),
+        top_p=checked.top_p if checked.top_p is not None else spec.default_top_p,
+        top_k=checked.top_k if checked.top_k is not None else spec.default_top_k,
+        stop=list(checked.stop or ()),
     )
 
 
@@ -91,15 +235,12 @@ def check_conversation(messages: Sequence[Message], *, continue_final: bool = Fa
         return
     if last.role == "assistant" and continue_final:
         return
-    hint = (
-        " (pass continue_final=True to continue that assistant turn)"
-        if last.role == "assistant"
-        else ""
-    )
     raise ValidationError(
-        f"messages[{len(messages) - 1}] is a {last.role} turn; the last message must be the "
-        f"user's{hint}",
+        f"messages[{len(messages) - 1}] is a {last.role} turn; the last message must be the user's",
         field=f"messages[{len(messages) - 1}].role",
         value=last.role,
         allowed="'user' as the last role",
+        fix=Fix("pass continue_final=True to continue that assistant turn", cli="")
+        if last.role == "assistant"
+        else None,
     )

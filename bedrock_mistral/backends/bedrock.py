@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from bedrock_mistral.errors import ConfigurationError
+from bedrock_mistral.errors import Arg, ConfigurationError, Fix
 from bedrock_mistral.types import Completion, CompletionRequest, StreamEnd, TextDelta, Usage
 
 if TYPE_CHECKING:
@@ -226,9 +226,11 @@ class BedrockBackend:
             raise map_error(err, ctx) from err
         except ValueError as err:  # botocore's "Invalid endpoint: ..."
             raise ConfigurationError(
-                f"{err}: the Bedrock runtime endpoint must be a URL such as "
-                "http://127.0.0.1:8000; check endpoint_url=... (or "
-                "AWS_ENDPOINT_URL_BEDROCK_RUNTIME / AWS_ENDPOINT_URL)."
+                f"{err}: the Bedrock runtime endpoint must be a URL such as http://127.0.0.1:8000",
+                fix=Fix(
+                    "check {} (or AWS_ENDPOINT_URL_BEDROCK_RUNTIME / AWS_ENDPOINT_URL)",
+                    Arg("endpoint_url"),
+                ),
             ) from err
         logger.debug(
             "bedrock-runtime clients ready: region=%s endpoint=%s", region, invoke.meta.endpoint_url

@@ -19,6 +19,7 @@ import urllib3.exceptions as uex
 from botocore.eventstream import ParserError
 
 from bedrock_mistral import errors
+from bedrock_mistral.errors import Arg, Fix
 
 __all__ = [
     "CallContext",
@@ -31,17 +32,13 @@ logger = logging.getLogger(__name__)
 
 _MAX_SERVICE_MESSAGE = 300
 
-CREDENTIALS_MESSAGE = (
-    "No AWS credentials found: run `aws configure` (or `aws sso login`), set "
-    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass profile=...; "
-    'to run without AWS, use backend="local".'
-)
+_PROFILE = Arg("profile")
+_REGION = Arg("region")
+_ENDPOINT_URL = Arg("endpoint_url")
+_BACKEND_LOCAL = Arg("backend", "local")
 
-REGION_MESSAGE = (
-    "No AWS region configured: pass region=... (CLI: --region), set AWS_REGION or "
-    "AWS_DEFAULT_REGION, or add `region = ...` to your AWS profile in ~/.aws/config "
-    "(the profile comes from profile=... or AWS_PROFILE)."
-)
+CREDENTIALS_MESSAGE = "No AWS credentials found"  # the fix is CredentialsError's default
+REGION_MESSAGE = "No AWS region configured"  # the fix is RegionError's default
 
 
 def credentials_message() -> str:
@@ -215,8 +212,8 @@ def _map_client_error(error: bex.ClientError, ctx: CallContext) -> errors.Bedroc
 
     if code in _BAD_CREDENTIAL_CODES:
         return errors.CredentialsError(
-            f"AWS rejected the credentials ({code}: {service_message}); refresh them "
-            "(`aws sso login`, new access keys) or pick another profile."
+            f"AWS rejected the credentials ({code}: {service_message})",
+            fix=Fix("refresh them (`aws sso login`, new access keys) or pass another {}", _PROFILE),
         )
     cls = _BY_CODE.get(code)
     if cls is None and code.isdigit():
@@ -238,10 +235,6 @@ def _map_client_error(error: bex.ClientError, ctx: CallContext) -> errors.Bedroc
         text += f": {service_message.rstrip('.')}."
     else:
         text += "."
-    if hint:
-        text += f" {hint}"
-    if request_id:
-        text += f" (request id {request_id})"
     return cls(
         text,
         code=code or None,
@@ -249,6 +242,7 @@ def _map_client_error(error: bex.ClientError, ctx: CallContext) -> errors.Bedroc
         request_id=request_id,
         model_id=ctx.model_id,
         retry_after=_retry_after(headers),
+        fix=Fix(hint) if hint else None,
     )
 
 
@@ -269,13 +263,17 @@ def _map_connection_error(error: BaseException, ctx: CallContext) -> errors.Bedr
         )
     if isinstance(error, bex.ConnectTimeoutError | uex.ConnectTimeoutError):
         return errors.APITimeoutError(
-            f"Could not connect to {endpoint} in time (connect_timeout); check the network "
-            "and endpoint_url."
+            f"Could not connect to {endpoint} in time (connect_timeout)",
+            fix=Fix("check the network and {}", _ENDPOINT_URL),
         )
     if isinstance(error, bex.EndpointConnectionError):
         return errors.APIConnectionError(
-            f"Could not connect to {endpoint}: {_truncate(str(error))}. Check the network, "
-            "the region and endpoint_url (or AWS_ENDPOINT_URL_BEDROCK_RUNTIME)."
+            f"Could not connect to {endpoint}: {_truncate(str(error))}.",
+            fix=Fix(
+                "check the network, {} and {} (or AWS_ENDPOINT_URL_BEDROCK_RUNTIME)",
+                _REGION,
+                _ENDPOINT_URL,
+            ),
         )
     if isinstance(error, ParserError):
         return errors.APIConnectionError(
@@ -296,16 +294,24 @@ def _map_botocore_error(error: bex.BotoCoreError, ctx: CallContext) -> errors.Be
             detail = f" ({type(error).__name__}: {_truncate(str(error))})"
         if isinstance(error, bex.SSOError | bex.TokenRetrievalError):
             return errors.CredentialsError(
-                f"Your AWS SSO session could not be used{detail}: run `aws sso login` "
-                '(with --profile if you use one), or use backend="local" to run without AWS.'
+                f"Your AWS SSO session could not be used{detail}",
+                fix=Fix(
+                    "run `aws sso login` (with {} if you use one), or use {} to run without AWS",
+                    _PROFILE,
+                    _BACKEND_LOCAL,
+                ),
             )
-        return errors.CredentialsError(CREDENTIALS_MESSAGE.rstrip(".") + f"{detail}.")
+        return errors.CredentialsError(f"{CREDENTIALS_MESSAGE}{detail}")
     if isinstance(error, bex.NoRegionError):
         return errors.RegionError(REGION_MESSAGE)
     if isinstance(error, bex.ProfileNotFound):
         return errors.ConfigurationError(
-            f"{error}: check profile=... / AWS_PROFILE against the profiles in ~/.aws/config "
-            "and ~/.aws/credentials."
+            str(error),
+            fix=Fix(
+                "check {} / AWS_PROFILE against the profiles in ~/.aws/config and "
+                "~/.aws/credentials",
+                _PROFILE,
+            ),
         )
     if isinstance(error, bex.ParamValidationError):
         return errors.ValidationError(

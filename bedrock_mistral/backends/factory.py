@@ -55,6 +55,7 @@ from bedrock_mistral.errors import (
     BackendUnavailableError,
     BedrockMistralError,
     ConfigurationError,
+    Fix,
 )
 
 __all__ = [
@@ -75,9 +76,9 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "echo": "bedrock_mistral.backends.echo:EchoBackend",
 }
 _OWN_DISTRIBUTION = "bedrock-mistral"
-_REGISTER_HINT = (
-    f'register it under the entry-point group "{ENTRY_POINT_GROUP}" in its package\'s '
-    f'pyproject.toml ([project.entry-points."{ENTRY_POINT_GROUP}"] NAME = '
+_REGISTER = Fix(
+    f'to add a backend, register it under the entry-point group "{ENTRY_POINT_GROUP}" in its '
+    f'package\'s pyproject.toml ([project.entry-points."{ENTRY_POINT_GROUP}"] NAME = '
     '"package.module:Backend") and pip install it, or pass package.module:attribute'
 )
 
@@ -137,7 +138,7 @@ def _load_target(target: str, *, what: str) -> Any:
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise ConfigurationError(
-            f"{what}: {target!r} is not a package.module:attribute spec; {_REGISTER_HINT}"
+            f"{what}: {target!r} is not a package.module:attribute spec", fix=_REGISTER
         )
     try:
         obj: Any = _import_module(module_name)
@@ -173,8 +174,8 @@ def _resolve(spec: str) -> tuple[Any, str]:
             return _load_target(point.value, what=what), what
     raise ConfigurationError(
         f"backend={spec!r} is not allowed: no backend of that name is installed "
-        f"(installed: {', '.join(info.name for info in list_backends(check=False))}). "
-        f"To add a backend, {_REGISTER_HINT}."
+        f"(installed: {', '.join(info.name for info in list_backends(check=False))}).",
+        fix=_REGISTER,
     )
 
 

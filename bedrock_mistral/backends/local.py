@@ -19,7 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bedrock_mistral.errors import BackendUnavailableError, ContextWindowError, ValidationError
+from bedrock_mistral.errors import (
+    Arg,
+    BackendUnavailableError,
+    ContextWindowError,
+    Fix,
+    ValidationError,
+    install_extra,
+)
 from bedrock_mistral.types import Completion, CompletionRequest, StreamEnd, TextDelta, Usage
 
 if TYPE_CHECKING:
@@ -28,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalBackend", "shared_model"]
 
-_INSTALL_HINT = 'pip install "bedrock-mistral[local]"'
+_INSTALL = install_extra("local")
 _REQUIRED = ("torch", "safetensors", "sentencepiece")
 
 _models: dict[tuple[str, str | None], LocalModel] = {}
@@ -41,13 +48,15 @@ def unavailable_reason() -> str | None:
     missing = [name for name in _REQUIRED if importlib.util.find_spec(name) is None]
     if not missing:
         return None
-    return f"needs {', '.join(missing)}, which is not installed: {_INSTALL_HINT}"
+    return f"needs {', '.join(missing)}, which is not installed: {_INSTALL.render('cli')}"
 
 
 def _check_installed() -> None:
-    problem = unavailable_reason()
-    if problem:
-        raise BackendUnavailableError(f"the local backend {problem}")
+    missing = [name for name in _REQUIRED if importlib.util.find_spec(name) is None]
+    if missing:
+        raise BackendUnavailableError(
+            f"the local backend needs {', '.join(missing)}, which is not installed", fix=_INSTALL
+        )
 
 
 def shared_model(model_path: str | Path | None, dtype: str | None) -> LocalModel:
@@ -72,12 +81,17 @@ def _load(model_path: str | Path | None, dtype: str | None) -> LocalModel:
         from local_backend.errors import LocalBackendError
     except ImportError as err:
         raise BackendUnavailableError(
-            f"the local backend cannot start: {err}; {_INSTALL_HINT}"
+            f"the local backend cannot start: {err}", fix=_INSTALL
         ) from err
     try:
         return local_backend.load(model_path, dtype=dtype)
     except LocalBackendError as err:
-        raise BackendUnavailableError(f"the local model cannot be loaded: {err}") from err
+        fix = (
+            None
+            if model_path
+            else Fix("pass {} or set BEDROCK_MISTRAL_LOCAL_MODEL", Arg("local_model"))
+        )
+        raise BackendUnavailableError(f"the local model cannot be loaded: {err}", fix=fix) from err
 
 
 class LocalBackend:

@@ -59,14 +59,17 @@ def parse_s3_uri(uri: str, *, flag: str) -> S3Location:
     return S3Location(bucket=bucket, prefix=f"{prefix}/" if prefix else "")
 
 
+# A batch job runs on Bedrock itself: the local backend is no way out here.
+_CREDENTIALS_FIX = errors.Fix("run `aws configure` or set AWS_PROFILE")
+_REGION_FIX = errors.Fix("pass {} or set AWS_REGION", errors.Arg("region"))
+
+
 def _mapped(error: Exception, what: str) -> errors.BedrockMistralError:
     """One readable line for a failed AWS call, as our typed error."""
     if isinstance(error, bex.NoCredentialsError):
-        return errors.CredentialsError(
-            f"{what}: no AWS credentials found; run `aws configure` or set AWS_PROFILE"
-        )
+        return errors.CredentialsError(f"{what}: no AWS credentials found", fix=_CREDENTIALS_FIX)
     if isinstance(error, bex.NoRegionError):
-        return errors.RegionError(f"{what}: no AWS region; pass --region or set AWS_REGION")
+        return errors.RegionError(f"{what}: no AWS region", fix=_REGION_FIX)
     if isinstance(error, bex.EndpointConnectionError | bex.ConnectionClosedError):
         return errors.APIConnectionError(f"{what}: cannot reach the endpoint ({error})")
     if isinstance(error, bex.ClientError):
@@ -94,9 +97,7 @@ class JobAWS:
         session = session or boto3.session.Session(profile_name=profile)
         region = region or os.environ.get("AWS_REGION") or session.region_name
         if not region:
-            raise errors.RegionError(
-                "no AWS region for the batch job: pass --region or set AWS_REGION"
-            )
+            raise errors.RegionError("no AWS region for the batch job", fix=_REGION_FIX)
         config = Config(retries={"mode": "standard", "total_max_attempts": 5})
         self.region = region
         self.bedrock: BedrockClient = session.client(

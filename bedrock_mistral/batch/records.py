@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bedrock_mistral.errors import ValidationError
+from bedrock_mistral.validation import PARAMS
 
 __all__ = [
     "PARAM_KEYS",
@@ -41,7 +42,7 @@ __all__ = [
 RecordId = str | int
 InputFormat = Literal["auto", "jsonl", "text"]
 
-PARAM_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "stop")
+PARAM_KEYS = tuple(PARAMS)  # the SDK's parameters; their bounds are checked when sent
 _ALLOWED_KEYS = frozenset({"id", "messages", "prompt", "metadata", *PARAM_KEYS})
 _JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson", ".json"})
 _TEXT_SUFFIXES = frozenset({".txt", ".text"})

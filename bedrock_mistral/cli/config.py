@@ -16,7 +16,6 @@ setting has the value it has.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import sys
@@ -25,8 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from bedrock_mistral.cli.fsutil import atomic_write_text, config_dir
 from bedrock_mistral.errors import ConfigurationError, ValidationError
+from bedrock_mistral.validation import PARAMS, parse_param
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,13 +68,9 @@ SETTING_KEYS: dict[str, str] = {
     "endpoint_url": "Bedrock runtime endpoint (e.g. a local `bedrock-mistral serve`)",
     "local_model": "directory of local model weights (default: the bundled model)",
 }
-PARAM_KEYS: dict[str, str] = {
-    "max_tokens": "most tokens to generate (integer >= 1)",
-    "temperature": "randomness, 0 to 1",
-    "top_p": "nucleus sampling mass, 0 to 1",
-    "top_k": "sample among the k likeliest tokens, 1 to 200",
-    "stop": "stop sequences (comma-separated, or a JSON/TOML list)",
-}
+# The generation parameters and their help, from the one table of parameter rules.
+PARAM_KEYS: dict[str, str] = {name: spec.help for name, spec in PARAMS.items()}
+# (parse_param, imported above, checks them by the SDK's own rules and messages.)
 # Setting -> environment variables, first one set wins.
 ENV_VARS: dict[str, tuple[str, ...]] = {
     "model": ("BEDROCK_MISTRAL_MODEL",),
@@ -141,62 +139,6 @@ def parse_setting(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ValidationError.out_of_range(key, value, "a string")
     return _SETTING_CHECKS[key](value)
-
-
-def _parse_stop(value: Any) -> list[str]:
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            import json
-
-            try:
-                value = json.loads(text)
-            except ValueError as err:
-                raise ValidationError.out_of_range(
-                    "stop", value, 'a list like ["###", "END"]'
-                ) from err
-        else:
-            value = [part for part in value.split(",") if part]
-    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-        raise ValidationError.out_of_range("stop", value, "a list of non-empty strings")
-    if len(value) > 10:
-        raise ValidationError.out_of_range("stop", value, "at most 10 stop sequences")
-    return list(value)
-
-
-def _parse_number(key: str, value: Any, *, integer: bool, low: float, high: float) -> int | float:
-    kind = "an integer" if integer else "a number"
-    allowed = f"{kind} from {low:g} to {high:g}" if high != math.inf else f"{kind} >= {low:g}"
-    given = value
-    if isinstance(value, str):
-        try:
-            value = int(value) if integer else float(value)
-        except ValueError as err:
-            raise ValidationError.out_of_range(key, value, allowed) from err
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError.out_of_range(key, value, allowed)
-    if integer and not isinstance(value, int):
-        raise ValidationError.out_of_range(key, value, allowed)
-    if math.isnan(value) or not low <= value <= high:
-        raise ValidationError.out_of_range(key, given, allowed)
-    return value if integer else float(value)
-
-
-def parse_param(key: str, value: Any) -> Any:
-    """Turn a generation parameter given as text (or TOML value) into its typed value.
-
-    Bounds here are the ones every model shares; per-model limits (max_tokens, top_k on
-    chat models) are checked by the SDK when the request is built.
-    """
-    if key == "max_tokens":
-        return _parse_number(key, value, integer=True, low=1, high=math.inf)
-    if key in ("temperature", "top_p"):
-        return _parse_number(key, value, integer=False, low=0.0, high=1.0)
-    if key == "top_k":
-        return _parse_number(key, value, integer=True, low=1, high=200)
-    if key == "stop":
-        return _parse_stop(value)
-    raise ValidationError.out_of_range("parameter", key, "one of " + ", ".join(PARAM_KEYS))
 
 
 # --- the file ----------------------------------------------------------------------------
@@ -281,44 +223,6 @@ def save_config(config: ConfigFile) -> None:
     atomic_write_text(config.path, dump_toml(config.settings, config.params, extra, extra_params))
 
 
-def _toml_string(text: str) -> str:
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char == '"':
-            out.append('\\"')
-        elif char == "\\":
-            out.append("\\\\")
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\t":
-            out.append("\\t")
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
-
-
 def dump_toml(
     settings: Mapping[str, Any],
     params: Mapping[str, Any],
@@ -328,28 +232,22 @@ def dump_toml(
     """The small, flat TOML this CLI writes: top-level settings and a ``[params]`` table.
 
     ``extra`` entries (kept from the file as they were) are written after ours; a value
-    TOML cannot hold in this flat form (a nested table, a date) is left out.
+    this flat form cannot hold (a nested table) is left out.
     """
-    lines = [
-        "# bedrock-mistral settings; edit freely or use `bedrock-mistral config set KEY VALUE`."
-    ]
-    lines += [f"{key} = {_toml_value(settings[key])}" for key in SETTING_KEYS if key in settings]
-    lines += _extra_lines(extra or {})
-    param_lines = [f"{key} = {_toml_value(params[key])}" for key in PARAM_KEYS if key in params]
-    param_lines += _extra_lines(extra_params or {})
-    if param_lines:
-        lines += ["", "[params]", *param_lines]
-    return "\n".join(lines) + "\n"
+    top = {key: settings[key] for key in SETTING_KEYS if key in settings}
+    top.update(_flat(extra or {}))
+    table = {key: params[key] for key in PARAM_KEYS if key in params}
+    table.update(_flat(extra_params or {}))
+    data: dict[str, Any] = {**top, "params": table} if table else top
+    return _HEADER + tomli_w.dumps(data)
 
 
-def _extra_lines(extra: Mapping[str, Any]) -> list[str]:
-    lines = []
-    for key, value in extra.items():
-        try:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-        except TypeError:
-            continue
-    return lines
+_HEADER = "# bedrock-mistral settings; edit freely or use `bedrock-mistral config set KEY VALUE`.\n"
+
+
+def _flat(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Entries that are plain values (not tables), so the file keeps one ``[params]`` table."""
+    return {key: value for key, value in extra.items() if not isinstance(value, dict)}
 
 
 # --- precedence --------------------------------------------------------------------------

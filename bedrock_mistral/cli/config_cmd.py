@@ -20,6 +20,8 @@ _ALL_KEYS = [*SETTING_KEYS, *PARAM_KEYS]
 
 def _key(raw: str) -> str:
     key = raw.removeprefix("params.").replace("-", "_")
+    if raw.startswith("params."):
+        return key  # a parameter: `set` refuses an unknown one with the SDK's message
     if key not in _ALL_KEYS:
         raise click.BadParameter(
             f"unknown key {raw!r}; use one of {', '.join(_ALL_KEYS)}", param_hint="KEY"
@@ -91,9 +93,10 @@ def set_value(key: str, value: str) -> None:
     """Store KEY = VALUE in the config file."""
     from bedrock_mistral.cli.config import parse_param, parse_setting, save_config
 
+    is_param = key.startswith("params.")
     key = _key(key)
     stored = _load_reporting()
-    if key in PARAM_KEYS:
+    if is_param or key in PARAM_KEYS:
         stored.params[key] = parse_param(key, value)
     else:
         stored.settings[key] = parse_setting(key, value)

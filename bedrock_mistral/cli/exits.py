@@ -16,7 +16,6 @@ code    meaning
 
 from __future__ import annotations
 
-import re
 from enum import IntEnum
 
 from bedrock_mistral import errors
@@ -46,22 +45,6 @@ _STATUS: tuple[tuple[type[BaseException], ExitStatus], ...] = (
     (errors.ValidationError, ExitStatus.USAGE),
 )
 
-_CREDENTIALS_LINE = (
-    "no AWS credentials found: run `aws configure` (or `aws sso login`), or set AWS_PROFILE "
-    "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; to run offline, use --backend local"
-)
-
-# The SDK's messages name Python arguments; on the command line the same fix is a flag.
-_SDK_TO_FLAGS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r'backend="local"'), "--backend local"),
-    (re.compile(r"\bpass region=\.\.\. \(CLI: --region\)"), "pass --region"),
-    (re.compile(r"\bregion=\.\.\."), "--region"),
-    (re.compile(r"\bprofile=\.\.\."), "--profile"),
-    (re.compile(r"\bendpoint_url=\.\.\."), "--endpoint-url"),
-    # StreamInterrupted: resume=True is an SDK argument; the CLI keeps the partial text.
-    (re.compile(r"; pass resume=True to continue from the partial text"), ""),
-)
-
 
 def exit_status(error: BaseException) -> ExitStatus:
     if isinstance(error, KeyboardInterrupt):
@@ -72,27 +55,15 @@ def exit_status(error: BaseException) -> ExitStatus:
     return ExitStatus.ERROR
 
 
-def _cli_wording(message: str) -> str:
-    for pattern, replacement in _SDK_TO_FLAGS:
-        message = pattern.sub(replacement, message)
-    return message
-
-
 def describe(error: BaseException) -> tuple[ExitStatus, str]:
-    """The exit status and the one line (with its fix) to show for ``error``."""
+    """The exit status and the one line to show for ``error``, its fix worded as flags."""
     status = exit_status(error)
-    if isinstance(error, errors.CredentialsError) and "rejected" not in str(error):
-        return status, _CREDENTIALS_LINE
     if isinstance(error, errors.BedrockMistralError):
-        message = _cli_wording(" ".join(str(error).split()))
+        message = " ".join(error.render("cli").split())
         retried = error.attempts - 1
         if retried > 0 and "retried" not in message:
             times = "once" if retried == 1 else f"{retried} times"
             message = f"{message.rstrip('.')}. (retried {times})"
-        if isinstance(error, errors.BackendUnavailableError) and "bundled model" in message:
-            message += " On the command line: --local-model DIR, or BEDROCK_MISTRAL_LOCAL_MODEL."
-        if isinstance(error, errors.RegionError) and "--backend local" not in message:
-            message += " To run offline, use --backend local."
         return status, message
     if isinstance(error, KeyboardInterrupt):
         return status, "interrupted"

@@ -26,7 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ParamAssignment(click.ParamType):  # type: ignore[type-arg]
-    """``PARAM=VALUE`` for a generation parameter, typed and range-checked."""
+    """``PARAM=VALUE`` for a generation parameter, typed and checked by the SDK's own rules."""
 
     name = "PARAM=VALUE"
 
@@ -39,12 +39,10 @@ class ParamAssignment(click.ParamType):  # type: ignore[type-arg]
         key = key.strip().replace("-", "_")
         if not sep:
             self.fail(f"{value!r} is not PARAM=VALUE (e.g. temperature=0.2)", param, ctx)
-        if key not in PARAM_KEYS:
-            self.fail(f"unknown parameter {key!r}; use one of {', '.join(PARAM_KEYS)}", param, ctx)
         from bedrock_mistral.errors import ValidationError
 
         try:
-            return key, parse_param(key, raw.strip() if key != "stop" else raw)
+            return key, parse_param(key, raw)
         except ValidationError as err:
             self.fail(str(err), param, ctx)
 
@@ -84,7 +82,7 @@ def client_options(func: F) -> F:
             "options",
             multiple=True,
             type=ParamAssignment(),
-            help="Generation parameter, repeatable: max_tokens, temperature, top_p, top_k, stop.",
+            help=f"Generation parameter, repeatable: {', '.join(PARAM_KEYS)}.",
         ),
     ]
     for option in reversed(options):

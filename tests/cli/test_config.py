@@ -232,6 +232,18 @@ def test_config_set_keeps_entries_it_does_not_understand(cli_home: CliHome) -> N
     }
 
 
+def test_config_set_rewrites_the_file_through_a_real_toml_writer(cli_home: CliHome) -> None:
+    # Keys that need quoting, control characters and dates survive a rewrite unchanged.
+    cli_home.config_file.parent.mkdir(parents=True)
+    cli_home.config_file.write_text(
+        '"odd key" = "tab\\there \\"quoted\\""\nsince = 2024-01-02\n[params]\nstop = ["\\n\\n"]\n'
+    )
+    before = tomllib.loads(cli_home.config_file.read_text())
+    assert run_cli("config", "set", "temperature", "0.3").exit_code == 0
+    after = tomllib.loads(cli_home.config_file.read_text())
+    assert after == {**before, "params": {"stop": ["\n\n"], "temperature": 0.3}}
+
+
 def test_flags_beat_env_beat_file_end_to_end(
     cli_home: CliHome, monkeypatch: pytest.MonkeyPatch
 ) -> None:
