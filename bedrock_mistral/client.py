@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from bedrock_mistral.backends.base import Backend
 from bedrock_mistral.conversation import Conversation
-from bedrock_mistral.errors import ConfigurationError, ContextWindowError, ValidationError
+from bedrock_mistral.errors import ConfigurationError, ContextWindowError, Fix, ValidationError
 from bedrock_mistral.models import DEFAULT_MODEL, ModelSpec, resolve_model
 from bedrock_mistral.prompt import MessageLike, format_prompt, to_messages
 from bedrock_mistral.retry import DEFAULT_MAX_ATTEMPTS, RetryPolicy, call_with_retry
@@ -44,9 +44,11 @@ DEFAULT_BACKEND = "bedrock"
 
 Messages = str | Sequence[MessageLike]
 
-
-# Keyword parameters -> GenerationParams; the rules are validation.PARAMS.
-generation_params = check_params
+_TOO_LONG = Fix(
+    "shorten the conversation, lower max_tokens, or use a Conversation, which drops the "
+    "oldest turns for you",
+    cli="shorten the prompt, or lower max_tokens (-o max_tokens=N)",
+)
 
 
 def _messages(messages: Messages) -> list[Message]:
@@ -160,7 +162,7 @@ class MistralClient:
     def _request(
         self, prompt: str, params: Mapping[str, Any], turns: list[Message] | None
     ) -> CompletionRequest:
-        resolved = resolve_params(self.model, generation_params(params))
+        resolved = resolve_params(self.model, check_params(params))
         assert resolved.max_tokens is not None  # resolve_params fills every default
         request = CompletionRequest(
             model_id=self.model.model_id,
@@ -198,11 +200,11 @@ class MistralClient:
             raise ContextWindowError(
                 f"prompt ({prompt_tokens} tokens{how}) + max_tokens ({request.max_tokens}) = "
                 f"{prompt_tokens + request.max_tokens} tokens does not fit the {window}-token "
-                f"context window of {self.model.model_id}; shorten the conversation, lower "
-                "max_tokens, or use a Conversation, which drops the oldest turns for you",
+                f"context window of {self.model.model_id}",
                 prompt_tokens=prompt_tokens,
                 max_tokens=request.max_tokens,
                 context_window=window,
+                fix=_TOO_LONG,
             )
         return prompt_tokens
 

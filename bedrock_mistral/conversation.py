@@ -46,10 +46,9 @@ class Conversation:
         on_trim: TrimCallback | None = None,
         **params: Any,
     ) -> None:
-        from bedrock_mistral.client import generation_params
-        from bedrock_mistral.validation import resolve_params
+        from bedrock_mistral.validation import check_params, resolve_params
 
-        resolve_params(client.model, generation_params(params))  # refuse bad defaults now
+        resolve_params(client.model, check_params(params))  # refuse bad defaults now
         history = to_messages(messages)
         if system is not None:
             if history and history[0].role == "system":

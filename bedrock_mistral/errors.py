@@ -72,7 +72,10 @@ __all__ = [
 _MAX_VALUE_REPR = 80
 
 
-Surface = Literal["sdk", "cli"]
+# Where an error is shown: Python code, a command line, or the chat REPL (/commands).
+Surface = Literal["sdk", "cli", "chat"]
+# Options the chat REPL can change in place, with a /command of the same name.
+_CHAT_COMMANDS = frozenset({"backend", "model", "system"})
 
 
 def _short(value: Any) -> str:
@@ -88,13 +91,17 @@ class Arg:
     ('backend="local"', '--backend local')
     >>> Arg("endpoint_url").render("sdk"), Arg("endpoint_url").render("cli")
     ('endpoint_url=...', '--endpoint-url')
+    >>> Arg("backend", "local").render("chat"), Arg("region").render("chat")
+    ('/backend local', '--region')
     """
 
     name: str  # the SDK keyword argument, e.g. "endpoint_url"
     value: str | None = None  # a value to suggest; None leaves it to the reader
 
     def render(self, surface: Surface) -> str:
-        if surface == "cli":
+        if surface == "chat" and self.name in _CHAT_COMMANDS:
+            return f"/{self.name}" if self.value is None else f"/{self.name} {self.value}"
+        if surface != "sdk":  # the chat takes other options as flags when it starts
             flag = "--" + self.name.replace("_", "-")
             return flag if self.value is None else f"{flag} {self.value}"
         return f"{self.name}=..." if self.value is None else f'{self.name}="{self.value}"'
@@ -123,7 +130,7 @@ class Fix:
 
     def render(self, surface: Surface) -> str:
         """The fix worded for ``surface``; "" when it does not apply there."""
-        text = self.cli if surface == "cli" and self.cli is not None else self.text
+        text = self.cli if surface != "sdk" and self.cli is not None else self.text
         return text.format(*(arg.render(surface) for arg in self.args)) if text else ""
 
 
@@ -235,10 +242,20 @@ class ContextWindowError(ValidationError):
     """The prompt plus ``max_tokens`` does not fit the model's context window."""
 
     def __init__(
-        self, message: str, *, prompt_tokens: int, max_tokens: int, context_window: int
+        self,
+        message: str,
+        *,
+        prompt_tokens: int,
+        max_tokens: int,
+        context_window: int,
+        fix: Fix | None = None,
     ) -> None:
         super().__init__(
-            message, field="messages", value=prompt_tokens, allowed=f"<= {context_window} tokens"
+            message,
+            field="messages",
+            value=prompt_tokens,
+            allowed=f"<= {context_window} tokens",
+            fix=fix,
         )
         self.prompt_tokens = prompt_tokens
         self.max_tokens = max_tokens

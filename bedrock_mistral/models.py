@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from bedrock_mistral.errors import ValidationError
-from bedrock_mistral.validation import MAX_STOP_SEQUENCES, TOP_K_RANGE, UNIT_RANGE
 
 if TYPE_CHECKING:  # types.py imports this module: CompletionRequest carries a ModelSpec
     from bedrock_mistral.types import Usage
@@ -25,10 +24,7 @@ Dialect = Literal["text", "chat"]
 
 __all__ = [
     "DEFAULT_MODEL",
-    "MAX_STOP_SEQUENCES",
     "MODELS",
-    "TOP_K_RANGE",
-    "UNIT_RANGE",
     "Dialect",
     "ModelSpec",
     "known_aliases",

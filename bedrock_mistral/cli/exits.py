@@ -55,11 +55,14 @@ def exit_status(error: BaseException) -> ExitStatus:
     return ExitStatus.ERROR
 
 
-def describe(error: BaseException) -> tuple[ExitStatus, str]:
-    """The exit status and the one line to show for ``error``, its fix worded as flags."""
+def describe(
+    error: BaseException, surface: errors.Surface = "cli"
+) -> tuple[ExitStatus, str]:
+    """The exit status and the one line to show for ``error``, its fix worded as flags
+    (or, in the chat, as /commands where one exists)."""
     status = exit_status(error)
     if isinstance(error, errors.BedrockMistralError):
-        message = " ".join(error.render("cli").split())
+        message = " ".join(error.render(surface).split())
         retried = error.attempts - 1
         if retried > 0 and "retried" not in message:
             times = "once" if retried == 1 else f"{retried} times"

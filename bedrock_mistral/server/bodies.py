@@ -12,7 +12,7 @@ import json
 import time
 from typing import Any
 
-from bedrock_mistral.models import MAX_STOP_SEQUENCES, TOP_K_RANGE, ModelSpec
+from bedrock_mistral.models import ModelSpec
 from bedrock_mistral.server.conversation import Turn, normalize, render_prompt
 from bedrock_mistral.server.schema import (
     Anything,
@@ -28,6 +28,7 @@ from bedrock_mistral.server.schema import (
     check,
 )
 from bedrock_mistral.types import Completion, CompletionRequest, Message, StopReason, Usage
+from bedrock_mistral.validation import MAX_STOP_SEQUENCES, TOP_K_RANGE
 
 __all__ = [
     "body_schema",

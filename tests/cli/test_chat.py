@@ -114,7 +114,8 @@ def test_slash_commands(cli_home: CliHome, scripted: ScriptedBackend) -> None:
     ("line", "message"),
     [
         ("/set temperature 5", "temperature"),
-        ("/set colour red", "usage: /set"),
+        ("/set colour red", "unknown parameter 'colour'; allowed: max_tokens"),
+        ("/set", "usage: /set"),
         ("/model gpt-4", "unknown model"),
         ("/backend cloud", "backend"),
         ("/load nothing-here", "existing session"),

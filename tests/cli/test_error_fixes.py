@@ -218,3 +218,23 @@ def test_a_missing_bundled_model_names_the_option_that_points_elsewhere(
         ExitStatus.SETUP,
         f"{error.message}; pass --local-model or set BEDROCK_MISTRAL_LOCAL_MODEL",
     )
+
+
+def test_the_chat_words_a_fix_as_the_command_that_applies_it(cli_home: CliHome) -> None:
+    """In the chat, "use the local backend" is /backend local; options it cannot change
+    in place stay flags for the next start."""
+    result = run_cli("chat", "--region", "us-east-1", input="hi\n")
+    assert "/backend local" in result.stderr and "--backend local" not in result.stderr
+    assert 'backend="local"' not in result.stderr
+    region_fix = describe(errors.RegionError("No AWS region configured"), "chat")[1]
+    assert "--region" in region_fix and "/backend local" in region_fix
+
+
+def test_a_prompt_too_long_names_the_sdk_remedy_only_in_python(cli_home: CliHome) -> None:
+    long_prompt = "word " * 40_000  # well past mistral-7b's 32K-token window
+    error = _raised(lambda: MistralClient(backend="echo").chat(long_prompt))
+    assert isinstance(error, errors.ContextWindowError)
+    assert "use a Conversation" in str(error)
+    result = run_cli("ask", "-b", "echo", long_prompt)
+    assert result.exit_code == ExitStatus.USAGE
+    assert "-o max_tokens=N" in result.stderr and "Conversation" not in result.stderr

@@ -68,11 +68,13 @@ def _system(repl: Repl, arg: str) -> None:
 def _set(repl: Repl, arg: str) -> None:
     key, _, raw = arg.partition(" ")
     key = key.strip().replace("-", "_")
-    if key not in PARAM_KEYS:
+    if not key:
         repl.env.error(f"usage: /set PARAM VALUE, with PARAM one of {', '.join(PARAM_KEYS)}")
         return
     raw = raw.strip()
-    value = None if raw in ("", "default", "unset") else parse_param(key, raw)
+    # An unknown name gets the same message as from -o or the config file (parse_param's).
+    unset = key in PARAM_KEYS and raw in ("", "default", "unset")
+    value = None if unset else parse_param(key, raw)
     shown = repl.set_param(key, value)
     repl.env.note(f"{key} = {'model default' if shown is None else shown}")
 

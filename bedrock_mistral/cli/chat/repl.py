@@ -37,8 +37,8 @@ __all__ = ["Repl"]
 
 
 def _explain(err: BaseException) -> str:
-    """The error's one line, with command-line fixes turned into their /command form."""
-    return describe(err)[1].replace("--backend local", "/backend local")
+    """The error's one line, its fix worded for the chat (``/backend local``, not a flag)."""
+    return describe(err, "chat")[1]
 
 
 def check_params(model: str, params: dict[str, Any]) -> GenerationParams:
