@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+# Exact counts need the v1 tokenizer (mistral-common and sentencepiece, the local extra).
+pytest.importorskip("mistral_common", reason="needs the local extra: pip install -e '.[local]'")
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mistral_common.protocol.instruct.messages import AssistantMessage, SystemMessage, UserMessage

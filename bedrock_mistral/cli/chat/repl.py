@@ -41,13 +41,12 @@ def _explain(err: BaseException) -> str:
     return describe(err, "chat")[1]
 
 
-def check_params(model: str, params: dict[str, Any]) -> GenerationParams:
+def _effective_params(model: str, params: dict[str, Any]) -> GenerationParams:
     """The parameters with the model's defaults filled in; raises if the model refuses them."""
     from bedrock_mistral.models import resolve_model
-    from bedrock_mistral.types import GenerationParams
-    from bedrock_mistral.validation import resolve_params
+    from bedrock_mistral.validation import check_params, resolve_params
 
-    return resolve_params(resolve_model(model), GenerationParams(**params))
+    return resolve_params(resolve_model(model), check_params(params))
 
 
 @contextlib.contextmanager
@@ -246,14 +245,14 @@ class Repl:
             params.pop(key, None)
         else:
             params[key] = value
-        check_params(self._session.model, params)
+        _effective_params(self._session.model, params)
         self._session.params = params
         self._save_if_started()
         return params.get(key)
 
     def effective_params(self) -> GenerationParams:
         """The session's parameters with the model's defaults filled in."""
-        return check_params(self._session.model, self._session.params)
+        return _effective_params(self._session.model, self._session.params)
 
     def switch_model(self, name: str) -> ModelSpec:
         """Continue the conversation with another model (raises for an unknown one)."""
