@@ -100,11 +100,8 @@ class MistralClient:
         stream_idle_timeout: float | None = None,
         **backend_options: Any,
     ) -> None:
-        self.model: ModelSpec = (
-            model
-            if isinstance(model, ModelSpec)
-            else resolve_model(model or os.environ.get(ENV_MODEL) or DEFAULT_MODEL)
-        )
+        name = None if isinstance(model, ModelSpec) else (model or os.environ.get(ENV_MODEL))
+        registry, unknown = _registry_model(model if isinstance(model, ModelSpec) else name)
         self.retry = _retry_policy(retry, max_attempts)
         self.strict_prompts = strict_prompts
         self.backend: Backend = _backend(
@@ -118,6 +115,7 @@ class MistralClient:
                 **backend_options,
             },
         )
+        self.model: ModelSpec = _model_for(self.backend, name, registry, unknown)
         self.counter = PromptCounter(self.model, self.backend)
 
     def __repr__(self) -> str:
@@ -308,6 +306,39 @@ def _retry_policy(retry: RetryPolicy | None, max_attempts: int | None) -> RetryP
             f"{retry.max_attempts}); pass only one of them"
         )
     return retry
+
+
+def _registry_model(
+    model: str | ModelSpec | None,
+) -> tuple[ModelSpec | None, ValidationError | None]:
+    """The registry's spec for ``model``, or the error saying it has none (kept for later:
+    a backend that serves models by its own names may know it)."""
+    if isinstance(model, ModelSpec):
+        return model, None
+    try:
+        return resolve_model(model or DEFAULT_MODEL), None
+    except ValidationError as err:
+        return None, err
+
+
+def _model_for(
+    backend: Backend,
+    name: str | None,
+    registry: ModelSpec | None,
+    unknown: ValidationError | None,
+) -> ModelSpec:
+    """The client's model: the registry's spec; for a name the registry does not list,
+    the backend's own (``model_spec(name)``: an engine serving ``mistral:7b-instruct``)."""
+    if registry is not None and (registry.known or name is None):
+        return registry
+    model_spec = getattr(backend, "model_spec", None)
+    if name is not None and callable(model_spec):
+        spec: ModelSpec = model_spec(name)
+        return spec
+    if registry is not None:
+        return registry  # a Bedrock id the registry does not list yet: passed through
+    assert unknown is not None
+    raise unknown
 
 
 def _backend(backend: str | Backend | None, options: dict[str, Any]) -> Backend:

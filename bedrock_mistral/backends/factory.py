@@ -3,7 +3,8 @@
 A backend is chosen by, in this order:
 
 1. a backend object (``name``, ``complete(request)``, ``stream(request)``): used as is;
-2. a built-in name, ``bedrock``, ``local`` or ``echo`` (:data:`BUILTIN_BACKENDS`);
+2. a built-in name, ``bedrock``, ``local``, ``echo``, or ``openai`` and its presets
+   ``ollama``, ``vllm``, ``llamacpp`` (:data:`BUILTIN_BACKENDS`);
 3. a name an installed distribution registers in the entry-point group
    ``bedrock_mistral.backends`` (how pytest and llm find plugins);
 4. ``package.module:attribute``, imported from ``sys.path`` as it is. Only when no
@@ -74,6 +75,10 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "bedrock": "bedrock_mistral.backends.bedrock:BedrockBackend",
     "local": "bedrock_mistral.backends.local:LocalBackend",
     "echo": "bedrock_mistral.backends.echo:EchoBackend",
+    "openai": "bedrock_mistral.backends.openai:OpenAIBackend",
+    "ollama": "bedrock_mistral.backends.openai:OllamaBackend",
+    "vllm": "bedrock_mistral.backends.openai:VLLMBackend",
+    "llamacpp": "bedrock_mistral.backends.openai:LlamaCppBackend",
 }
 _OWN_DISTRIBUTION = "bedrock-mistral"
 _REGISTER = Fix(

@@ -38,7 +38,7 @@ def _parse_params(
     "-b",
     "--backend",
     default=None,
-    metavar="bedrock|local|echo",
+    metavar="bedrock|local|echo|openai|ollama|vllm|llamacpp",
     help="Where replies come from (default: BEDROCK_MISTRAL_BACKEND, config, bedrock).",
 )
 @click.option("--region", default=None, help="AWS region (default: AWS_REGION, config, profile).")
@@ -51,6 +51,20 @@ def _parse_params(
 )
 @click.option(
     "--local-model", default=None, type=click.Path(file_okay=False), help="Local model weights."
+)
+@click.option(
+    "--base-url",
+    default=None,
+    help="URL of an OpenAI-compatible engine (--backend openai|ollama|vllm|llamacpp).",
+)
+@click.option(
+    "--api-key", default=None, help="That engine's key (or BEDROCK_MISTRAL_OPENAI_API_KEY)."
+)
+@click.option(
+    "--prompt-mode",
+    type=click.Choice(["chat", "raw"]),
+    default=None,
+    help="chat: the engine's template; raw: our [INST] prompt, as Bedrock gets it.",
 )
 @click.option(
     "-p",
@@ -152,7 +166,19 @@ def batch(**flags: Any) -> None:
 
     env = current_env()
     settings = settings_from(
-        **{key: flags[key] for key in ("model", "backend", "region", "profile", "endpoint_url")},
+        **{
+            key: flags[key]
+            for key in (
+                "model",
+                "backend",
+                "region",
+                "profile",
+                "endpoint_url",
+                "base_url",
+                "api_key",
+                "prompt_mode",
+            )
+        },
         local_model=flags["local_model"],
         options=flags["params"],
     )

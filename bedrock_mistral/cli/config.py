@@ -39,6 +39,7 @@ __all__ = [
     "BUILTIN_BACKENDS",
     "ENV_VARS",
     "PARAM_KEYS",
+    "SECRET_KEYS",
     "SETTING_KEYS",
     "ConfigFile",
     "Settings",
@@ -51,7 +52,7 @@ __all__ = [
     "save_config",
 ]
 
-BUILTIN_BACKENDS = ("bedrock", "local", "echo")
+BUILTIN_BACKENDS = ("bedrock", "local", "echo", "openai", "ollama", "vllm", "llamacpp")
 DEFAULT_MODEL = (
     "mistral-7b"  # mirrors bedrock_mistral.models.DEFAULT_MODEL without importing pydantic
 )
@@ -67,7 +68,12 @@ SETTING_KEYS: dict[str, str] = {
     "profile": "AWS profile name",
     "endpoint_url": "Bedrock runtime endpoint (e.g. a local `bedrock-mistral serve`)",
     "local_model": "directory of local model weights (default: the bundled model)",
+    "base_url": "URL of an OpenAI-compatible engine, e.g. http://localhost:8000/v1",
+    "api_key": "key for that engine (sent as a bearer token)",
+    "prompt_mode": "chat (the engine's template) or raw (our [INST] prompt)",
 }
+# Kept out of `config show` and the like: shown masked.
+SECRET_KEYS = frozenset({"api_key"})
 # The generation parameters and their help, from the one table of parameter rules.
 PARAM_KEYS: dict[str, str] = {name: spec.help for name, spec in PARAMS.items()}
 # (parse_param, imported above, checks them by the SDK's own rules and messages.)
@@ -79,6 +85,9 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "profile": ("AWS_PROFILE",),
     "endpoint_url": ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL"),
     "local_model": ("BEDROCK_MISTRAL_LOCAL_MODEL",),
+    "base_url": ("BEDROCK_MISTRAL_BASE_URL",),
+    "api_key": ("BEDROCK_MISTRAL_OPENAI_API_KEY",),
+    "prompt_mode": ("BEDROCK_MISTRAL_PROMPT_MODE",),
 }
 
 
@@ -120,6 +129,23 @@ def _check_text(name: str) -> Callable[[str], str]:
     return check
 
 
+def _check_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError.out_of_range(
+            "base_url", value, "an http(s) URL, e.g. http://localhost:8000/v1"
+        )
+    return value.strip()
+
+
+def _check_prompt_mode(value: str) -> str:
+    if value.strip() not in ("chat", "raw"):
+        raise ValidationError.out_of_range("prompt_mode", value, "chat or raw")
+    return value.strip()
+
+
 _SETTING_CHECKS: dict[str, Callable[[str], str]] = {
     "model": _check_model,
     "backend": _check_backend,
@@ -127,6 +153,9 @@ _SETTING_CHECKS: dict[str, Callable[[str], str]] = {
     "profile": _check_text("profile"),
     "endpoint_url": _check_text("endpoint_url"),
     "local_model": _check_text("local_model"),
+    "base_url": _check_url,
+    "api_key": _check_text("api_key"),
+    "prompt_mode": _check_prompt_mode,
 }
 
 
@@ -265,6 +294,9 @@ class Settings:
     local_model: str | None
     params: dict[str, Any]
     sources: dict[str, str]
+    base_url: str | None = None
+    api_key: str | None = None
+    prompt_mode: str | None = None
 
     def replace(self, **changes: Any) -> Settings:
         values = {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -299,6 +331,9 @@ def resolve_settings(
         values[key] = value
         sources[key] = source
     values["backend"] = _check_backend(values["backend"])
+    for key in ("base_url", "prompt_mode"):  # typos here would only fail at the first call
+        if values[key] is not None:
+            values[key] = _SETTING_CHECKS[key](values[key])
     params: dict[str, Any] = {}
     for key, value in config.params.items():
         params[key] = value

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bedrock_mistral.cli.config import PARAM_KEYS, SETTING_KEYS
+from bedrock_mistral.cli.config import PARAM_KEYS, SECRET_KEYS, SETTING_KEYS
 from bedrock_mistral.cli.options import current_env
 
 if TYPE_CHECKING:
@@ -35,7 +35,8 @@ def config() -> None:
 
     \b
     Precedence: flags, then environment, then the config file, then defaults.
-    Keys: model, backend, region, profile, endpoint_url, local_model, and the
+    Keys: model, backend, region, profile, endpoint_url, local_model, base_url,
+    api_key, prompt_mode, and the
     generation parameters max_tokens, temperature, top_p, top_k, stop.
       bedrock-mistral config set model mixtral-8x7b
       bedrock-mistral config set temperature 0.3
@@ -64,7 +65,8 @@ def show(as_json: bool) -> None:
     env = current_env()
     settings = settings_from()
     rows: list[tuple[str, Any, str]] = [
-        (key, getattr(settings, key), settings.sources.get(key, "unset")) for key in SETTING_KEYS
+        (key, _masked(key, getattr(settings, key)), settings.sources.get(key, "unset"))
+        for key in SETTING_KEYS
     ]
     rows += [
         (key, settings.params.get(key), settings.sources.get(f"params.{key}", "model default"))
@@ -86,6 +88,13 @@ def show(as_json: bool) -> None:
     env.note(f"config file: {config_path()}")
 
 
+def _masked(key: str, value: Any) -> Any:
+    """A secret is shown by its last four characters only."""
+    if key not in SECRET_KEYS or not value:
+        return value
+    return "****" + str(value)[-4:]
+
+
 @config.command("set")
 @click.argument("key")
 @click.argument("value")
@@ -101,9 +110,8 @@ def set_value(key: str, value: str) -> None:
     else:
         stored.settings[key] = parse_setting(key, value)
     save_config(stored)
-    current_env().note(
-        f"{key} = {stored.params.get(key, stored.settings.get(key))!r} ({stored.path})", style=""
-    )
+    shown = _masked(key, stored.params.get(key, stored.settings.get(key)))
+    current_env().note(f"{key} = {shown!r} ({stored.path})", style="")
 
 
 @config.command("unset")

@@ -156,8 +156,13 @@ def check_endpoint(settings: Settings, region: str | None) -> Iterator[Finding]:
 
 
 def check_model_access(settings: Settings, invoke: bool) -> Iterator[Finding]:
+    from bedrock_mistral.backends.openai_presets import is_engine_backend
     from bedrock_mistral.cli.access import check_access
     from bedrock_mistral.models import resolve_model
+
+    if is_engine_backend(settings.backend):  # no Bedrock model access involved
+        yield from check_engine(settings, invoke)
+        return
 
     spec = resolve_model(settings.model)
     report = check_access(settings)
@@ -180,6 +185,41 @@ def check_model_access(settings: Settings, invoke: bool) -> Iterator[Finding]:
             ""
             if good
             else "enable it in the Bedrock console (Model access), or pick another region/model",
+        )
+    if invoke:
+        yield _invoke_once(settings)
+
+
+def check_engine(settings: Settings, invoke: bool) -> Iterator[Finding]:
+    """An OpenAI-compatible engine: does its URL answer, what does it serve, is our model there."""
+    from bedrock_mistral.cli.clients import make_client
+    from bedrock_mistral.cli.exits import describe
+    from bedrock_mistral.errors import BedrockMistralError
+
+    started = time.monotonic()
+    try:
+        with make_client(settings, max_attempts=1) as client:
+            backend: Any = client.backend
+            served = backend.list_models()
+            wanted = backend.engine_name(client.model)
+    except BedrockMistralError as err:
+        yield Finding("fail", "engine", describe(err)[1])
+        return
+    elapsed = (time.monotonic() - started) * 1000
+    yield Finding(
+        "ok",
+        "engine",
+        f"{backend.base_url} answers in {elapsed:.0f} ms; it serves "
+        f"{', '.join(served) or 'no models'}",
+    )
+    if wanted in served or not served:
+        yield Finding("ok" if served else "warn", "model", f"{wanted} ({settings.model})")
+    else:
+        yield Finding(
+            "fail",
+            "model",
+            f"{wanted} is not among the models the engine serves",
+            f"pick one of them with -m (or `bedrock-mistral models --backend {settings.backend}`)",
         )
     if invoke:
         yield _invoke_once(settings)
@@ -269,6 +309,9 @@ CHECKS: tuple[tuple[str, Callable[..., Iterator[Finding]]], ...] = (
 )
 def doctor(invoke: bool, **client_flags: Any) -> None:
     """Check credentials, region, endpoint, model access, the local model and torch.
+
+    With an engine (--backend openai|ollama|vllm|llamacpp): that its URL answers, the
+    models it serves, and that the chosen one is among them.
 
     Each finding says how to fix it. Exits 1 when something the chosen backend needs is broken.
     """

@@ -69,7 +69,23 @@ def model_rows(report: AccessReport | None = None) -> list[dict[str, Any]]:
 )
 @click.option("--profile", default=None, help="AWS profile (default: AWS_PROFILE).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def models(check: bool, region: str | None, profile: str | None, as_json: bool) -> None:
+@click.option(
+    "-b",
+    "--backend",
+    default=None,
+    help="With openai|ollama|vllm|llamacpp: list what that engine serves instead.",
+)
+@click.option("--base-url", default=None, help="The engine's URL (e.g. http://localhost:8000/v1).")
+@click.option("--api-key", default=None, help="The engine's key.")
+def models(
+    check: bool,
+    region: str | None,
+    profile: str | None,
+    as_json: bool,
+    backend: str | None,
+    base_url: str | None,
+    api_key: str | None,
+) -> None:
     """Every Mistral model on Bedrock: alias, id, limits, price, format and access.
 
     Prices are on-demand list prices in USD per million tokens (us-east-1); "format"
@@ -78,11 +94,19 @@ def models(check: bool, region: str | None, profile: str | None, as_json: bool) 
     account in the region (Bedrock ListFoundationModels / GetFoundationModelAvailability).
     """
     env = current_env()
+    from bedrock_mistral.backends.openai_presets import is_engine_backend
+
+    settings = settings_from(
+        region=region, profile=profile, backend=backend, base_url=base_url, api_key=api_key
+    )
+    if is_engine_backend(settings.backend):
+        _engine_models(env, settings, as_json=as_json)
+        return
     report = None
     if check:
         from bedrock_mistral.cli.access import check_access
 
-        report = check_access(settings_from(region=region, profile=profile))
+        report = check_access(settings)
     rows = model_rows(report)
     if as_json:
         env.write(json.dumps(rows, indent=2) + "\n")
@@ -94,6 +118,32 @@ def models(check: bool, region: str | None, profile: str | None, as_json: bool) 
         env.note(f"access not checked: {report.note} (see `bedrock-mistral doctor`)")
     elif report is not None and report.note:
         env.note(report.note)
+
+
+def _engine_models(env: Any, settings: Any, *, as_json: bool) -> None:
+    """The engine's own list (GET /v1/models), with the registry alias each name stands for."""
+    from rich.table import Table
+
+    from bedrock_mistral.backends.openai_presets import PRESETS
+    from bedrock_mistral.cli.clients import make_client
+    from bedrock_mistral.models import MODELS
+
+    with make_client(settings) as client:
+        backend: Any = client.backend
+        served = backend.list_models()
+    preset = PRESETS[settings.backend.strip().lower()]
+    alias_of = {preset.engine_name(spec): spec.alias for spec in MODELS}
+    rows = [{"id": name, "alias": alias_of.get(name)} for name in served]
+    if as_json:
+        env.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
+    table.add_column("model (use with -m)", style="bold cyan", overflow="fold")
+    table.add_column("registry alias")
+    for row in rows:
+        table.add_row(row["id"], row["alias"] or "-")
+    env.print(table)
+    env.note(f"{len(rows)} model(s) served at {backend.base_url}")
 
 
 def _table(rows: list[dict[str, Any]], *, with_access: bool, width: int) -> Any:

@@ -1,7 +1,8 @@
 """Option bundles shared by the commands that talk to a model, and their resolution.
 
 ``@client_options`` adds ``--model``, ``--backend``, ``--region``, ``--profile``,
-``--endpoint-url``, ``--local-model`` and ``-o PARAM=VALUE``; :func:`settings_from`
+``--endpoint-url``, ``--local-model``, ``--base-url``, ``--api-key``, ``--prompt-mode``
+and ``-o PARAM=VALUE``; :func:`settings_from`
 merges them with the environment and the config file (flags win).
 """
 
@@ -51,15 +52,18 @@ def client_options(func: F) -> F:
     """Decorate a command with the options that choose and tune the model."""
     options = [
         click.option(
-            "-m", "--model", default=None, help="Model alias or Bedrock model id (see `models`)."
+            "-m",
+            "--model",
+            default=None,
+            help="Model alias or Bedrock model id (see `models`); with an engine, its model name.",
         ),
         click.option(
             "-b",
             "--backend",
             default=None,
-            metavar="bedrock|local|echo",
+            metavar="bedrock|local|echo|openai|ollama|vllm|llamacpp",
             help="Where replies come from: Amazon Bedrock, the offline local model, "
-            "or echo (for tests).",
+            "echo (for tests), or an engine speaking the OpenAI API.",
         ),
         click.option(
             "--region", default=None, help="AWS region (default: AWS_REGION, config, AWS profile)."
@@ -75,6 +79,24 @@ def client_options(func: F) -> F:
             default=None,
             type=click.Path(file_okay=False),
             help="Directory of local model weights (default: the bundled model).",
+        ),
+        click.option(
+            "--base-url",
+            default=None,
+            help="URL of an OpenAI-compatible engine for --backend openai|ollama|vllm|llamacpp "
+            "(e.g. http://localhost:8000/v1).",
+        ),
+        click.option(
+            "--api-key",
+            default=None,
+            help="That engine's key (default: BEDROCK_MISTRAL_OPENAI_API_KEY).",
+        ),
+        click.option(
+            "--prompt-mode",
+            type=click.Choice(["chat", "raw"]),
+            default=None,
+            help="chat: the engine applies its template; raw: our [INST] prompt, "
+            "as Bedrock gets it.",
         ),
         click.option(
             "-o",
@@ -109,6 +131,9 @@ def settings_from(
     profile: str | None = None,
     endpoint_url: str | None = None,
     local_model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    prompt_mode: str | None = None,
     options: Iterable[tuple[str, Any]] = (),
 ) -> Settings:
     """Resolve the effective settings and report ignored config keys on stderr."""
@@ -123,6 +148,9 @@ def settings_from(
         "profile": profile,
         "endpoint_url": endpoint_url,
         "local_model": local_model,
+        "base_url": base_url,
+        "api_key": api_key,
+        "prompt_mode": prompt_mode,
         "params": dict(options),
     }
     return resolve_settings(flags, config=config)

@@ -37,7 +37,16 @@ def test_backends_lists_builtins_and_plugins_with_their_source(plugin: PluginSit
     result = run_cli("backends", "--json")
     assert result.exit_code == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
-    assert list(rows) == ["bedrock", "local", "echo", "shout"]
+    assert list(rows) == [
+        "bedrock",
+        "local",
+        "echo",
+        "openai",
+        "ollama",
+        "vllm",
+        "llamacpp",
+        "shout",
+    ]
     assert rows["echo"]["source"] == "built-in" and rows["echo"]["usable"]
     assert rows["shout"]["source"] == "entry point (bm-shout-plugin 1.0)"
     table = run_cli("backends")
@@ -60,5 +69,5 @@ def test_backends_and_doctor_say_how_to_install_the_local_extra(
     assert not rows["local"]["usable"]
     assert 'pip install "bedrock-mistral[local]"' in rows["local"]["problem"]
     doctor = run_cli("doctor", "-b", "echo")
-    assert "backends     bedrock, echo ready" in doctor.stdout
+    assert "backends     bedrock, echo, openai, ollama, vllm, llamacpp ready" in doctor.stdout
     assert "local (built-in): needs torch" in doctor.stdout

@@ -5,15 +5,17 @@ the isolated test environment: fake AWS credentials, and ``AWS_ENDPOINT_URL_BEDR
 pointing at a loopback ``bedrock-mistral serve --backend echo``, so a snippet written for
 Amazon Bedrock runs through real boto3 against the emulator and nothing leaves the
 machine (``AWS_ENDPOINT_URL`` sends any other AWS service to a closed local port).
-Snippets that use the local model need torch and are skipped, with the reason, without
-it. When the page shows a ``title="Output"`` block right after a snippet, what the
-snippet prints must equal it.
+Snippets on an engine (``backend="openai"``, ``"ollama"``...) get ``BEDROCK_MISTRAL_BASE_URL``
+pointing at a loopback OpenAI-compatible server that echoes. Snippets that use the local
+model need torch and are skipped, with the reason, without it. When the page shows a
+``title="Output"`` block right after a snippet, what the snippet prints must equal it.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ SNIPPETS = [snippet for name, path in PAGES.items() for snippet in python_snippe
 CLOSED_ENDPOINT = "http://127.0.0.1:9"
 _USES_LOCAL_MODEL = re.compile(r"""local_backend|backend=["']local["']|\bimport torch\b""")
 _USES_ECHO_OR_LOCAL = re.compile(r"""backend=["'](echo|local)["']""")
+_USES_ENGINE = re.compile(r"""backend=["'](openai|ollama|vllm|llamacpp)["']""")
 
 TORCH_REASON = "needs the local extra for the bundled model: pip install -e '.[local]'"
 SERVER_REASON = "needs the server extra for the loopback endpoint: pip install -e '.[server]'"
@@ -41,6 +44,16 @@ def _needs_server(code: str) -> bool:
     if "serve_in_background" in code or "boto3" in code:
         return True
     return "MistralClient(" in code and not _USES_ECHO_OR_LOCAL.search(code)
+
+
+@pytest.fixture(scope="module")
+def openai_engine() -> Iterator[str]:
+    """The URL of a loopback OpenAI-compatible server that echoes (tests/helpers/openai_server)."""
+    pytest.importorskip("httpx", reason="needs the openai extra: pip install -e '.[openai]'")
+    from tests.helpers.openai_server import start_openai_server
+
+    with start_openai_server() as server:
+        yield server.url
 
 
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=[snippet.id for snippet in SNIPPETS])
@@ -58,6 +71,8 @@ def test_snippet_runs(
             pytest.skip(SERVER_REASON)
         server = request.getfixturevalue("echo_server")
         monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", str(server))
+    if _USES_ENGINE.search(snippet.code):  # every engine URL leads to a loopback echo engine
+        monkeypatch.setenv("BEDROCK_MISTRAL_BASE_URL", request.getfixturevalue("openai_engine"))
     monkeypatch.setenv("AWS_ENDPOINT_URL", CLOSED_ENDPOINT)
     monkeypatch.chdir(tmp_path)
 

@@ -42,7 +42,7 @@ def test_builtin_names_work_without_any_installed_metadata(
 
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda **_: [])  # stale metadata
     assert isinstance(create_backend(name), EchoBackend)
-    assert [info.name for info in list_backends()] == ["bedrock", "local", "echo"]
+    assert [info.name for info in list_backends()] == [*BUILTIN_BACKENDS]
 
 
 def test_an_installed_entry_point_reaches_the_client_with_its_options(plugin: PluginSite) -> None:
@@ -74,7 +74,7 @@ def test_an_unknown_name_lists_what_exists_and_how_to_add_one(plugin: PluginSite
         MistralClient(backend="sagemaker")
     message = str(info.value)
     assert "backend='sagemaker' is not allowed" in message
-    assert "installed: bedrock, local, echo, shout" in message
+    assert "installed: bedrock, local, echo, openai, ollama, vllm, llamacpp, shout" in message
     assert f'[project.entry-points."{ENTRY_POINT_GROUP}"]' in message
     assert "package.module:attribute" in message
 

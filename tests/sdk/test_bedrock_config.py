@@ -200,6 +200,7 @@ def test_import_is_lazy_and_boto3_arrives_with_the_first_call(echo_server: Any) 
         import bedrock_mistral
         from bedrock_mistral import MistralClient, Message, errors
         assert "boto3" not in sys.modules and "torch" not in sys.modules, "import"
+        assert "httpx" not in sys.modules and "openai" not in sys.modules, "import"
         client = MistralClient(backend="bedrock", endpoint_url={str(echo_server)!r})
         assert "boto3" not in sys.modules, "constructor"
         assert client.chat("lazy").text == "lazy"

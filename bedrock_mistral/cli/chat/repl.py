@@ -41,12 +41,11 @@ def _explain(err: BaseException) -> str:
     return describe(err, "chat")[1]
 
 
-def _effective_params(model: str, params: dict[str, Any]) -> GenerationParams:
+def _effective_params(spec: ModelSpec, params: dict[str, Any]) -> GenerationParams:
     """The parameters with the model's defaults filled in; raises if the model refuses them."""
-    from bedrock_mistral.models import resolve_model
     from bedrock_mistral.validation import check_params, resolve_params
 
-    return resolve_params(resolve_model(model), check_params(params))
+    return resolve_params(spec, check_params(params))
 
 
 @contextlib.contextmanager
@@ -245,22 +244,30 @@ class Repl:
             params.pop(key, None)
         else:
             params[key] = value
-        _effective_params(self._session.model, params)
+        _effective_params(self._spec(self._session.model), params)
         self._session.params = params
         self._save_if_started()
         return params.get(key)
 
     def effective_params(self) -> GenerationParams:
         """The session's parameters with the model's defaults filled in."""
-        return _effective_params(self._session.model, self._session.params)
+        return _effective_params(self._spec(self._session.model), self._session.params)
 
     def switch_model(self, name: str) -> ModelSpec:
         """Continue the conversation with another model (raises for an unknown one)."""
-        from bedrock_mistral.models import resolve_model
-
-        spec = resolve_model(name)
+        spec = self._spec(name)
         self._session.model = name
         return spec
+
+    def _spec(self, name: str) -> ModelSpec:
+        """The model's facts: the registry's, or for an engine its client's (an engine's
+        own model names are not in the registry)."""
+        from bedrock_mistral.backends.openai_presets import is_engine_backend
+        from bedrock_mistral.models import resolve_model
+
+        if is_engine_backend(self._session.backend):
+            return self._clients.get((self._session.backend, name)).model
+        return resolve_model(name)
 
     def switch_backend(self, backend: str) -> None:
         """Continue on another backend, once its client has loaded (nothing changes if not)."""
