@@ -28,6 +28,13 @@ _EXPORTS: dict[str, str] = {
     "Usage": "bedrock_mistral.types",
     "TextDelta": "bedrock_mistral.types",
     "StreamEnd": "bedrock_mistral.types",
+    "ToolCall": "bedrock_mistral.types",
+    "ToolSpec": "bedrock_mistral.types",
+    "Image": "bedrock_mistral.types",
+    "ToolRun": "bedrock_mistral.client",
+    "Tool": "bedrock_mistral.tools",
+    "Toolset": "bedrock_mistral.tools",
+    "to_tool": "bedrock_mistral.tools",
     "format_prompt": "bedrock_mistral.prompt",
     "ModelSpec": "bedrock_mistral.models",
     "resolve_model": "bedrock_mistral.models",
@@ -58,6 +65,11 @@ _ERRORS = (
     "APIConnectionError",
     "APITimeoutError",
     "StreamInterrupted",
+    "ParseError",
+    "ToolCallError",
+    "ToolRoundsError",
+    "ToolSchemaError",
+    "ToolsUnsupportedError",
 )
 _EXPORTS.update({name: "bedrock_mistral.errors" for name in _ERRORS})
 
@@ -79,7 +91,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from bedrock_mistral.backends.base import Backend
-    from bedrock_mistral.client import Conversation, MistralClient, Stream
+    from bedrock_mistral.client import Conversation, MistralClient, Stream, ToolRun
     from bedrock_mistral.errors import (
         AccessDeniedError,
         APIConnectionError,
@@ -96,6 +108,7 @@ if TYPE_CHECKING:
         ModelNotReadyError,
         ModelStreamError,
         ModelTimeoutError,
+        ParseError,
         PromptFormatError,
         RegionError,
         ServiceQuotaExceededError,
@@ -103,17 +116,25 @@ if TYPE_CHECKING:
         ServiceValidationError,
         StreamInterrupted,
         ThrottledError,
+        ToolCallError,
+        ToolRoundsError,
+        ToolSchemaError,
+        ToolsUnsupportedError,
         ValidationError,
     )
     from bedrock_mistral.models import ModelSpec, resolve_model
     from bedrock_mistral.prompt import format_prompt
     from bedrock_mistral.retry import RetryPolicy
+    from bedrock_mistral.tools import Tool, Toolset, to_tool
     from bedrock_mistral.types import (
         Completion,
         CompletionRequest,
         GenerationParams,
+        Image,
         Message,
         StreamEnd,
         TextDelta,
+        ToolCall,
+        ToolSpec,
         Usage,
     )

@@ -17,23 +17,35 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from bedrock_mistral.backends.base import Backend
 from bedrock_mistral.conversation import Conversation
-from bedrock_mistral.errors import ConfigurationError, ContextWindowError, Fix, ValidationError
+from bedrock_mistral.errors import (
+    ConfigurationError,
+    ContextWindowError,
+    Fix,
+    ToolRoundsError,
+    ValidationError,
+)
 from bedrock_mistral.models import DEFAULT_MODEL, ModelSpec, resolve_model
 from bedrock_mistral.prompt import MessageLike, format_prompt, to_messages
 from bedrock_mistral.retry import DEFAULT_MAX_ATTEMPTS, RetryPolicy, call_with_retry
 from bedrock_mistral.streaming import Stream
+from bedrock_mistral.structured import MAX_ATTEMPTS, StructuredAsk
 from bedrock_mistral.tokens import PromptCounter
-from bedrock_mistral.types import Completion, CompletionRequest, Message
+from bedrock_mistral.tool_turns import offer_tools, reply_message, text_view
+from bedrock_mistral.tools import ToolLike, Toolset
+from bedrock_mistral.types import Completion, CompletionRequest, Message, ToolChoice
 from bedrock_mistral.validation import check_conversation, check_params, resolve_params
 
 if TYPE_CHECKING:
     from bedrock_mistral.batch import BatchRun
 
-__all__ = ["Conversation", "MistralClient", "Stream"]
+__all__ = ["Conversation", "MistralClient", "Stream", "ToolRun"]
+
+T = TypeVar("T")
+DEFAULT_MAX_ROUNDS = 5
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +55,15 @@ ENV_LOCAL_MODEL = "BEDROCK_MISTRAL_LOCAL_MODEL"
 DEFAULT_BACKEND = "bedrock"
 
 Messages = str | Sequence[MessageLike]
+Tools = Toolset | Sequence[ToolLike]
+
+
+class ToolRun(NamedTuple):
+    """What :meth:`MistralClient.run_tools` returns: the final reply and every turn."""
+
+    completion: Completion
+    transcript: list[Message]
+
 
 _TOO_LONG = Fix(
     "shorten the conversation, lower max_tokens, or use a Conversation, which drops the "
@@ -140,13 +161,38 @@ class MistralClient:
     # -- requests --------------------------------------------------------------------------
 
     def prepare(
-        self, messages: Messages, *, continue_final: bool = False, **params: Any
+        self,
+        messages: Messages,
+        *,
+        continue_final: bool = False,
+        tools: Tools | None = None,
+        tool_choice: ToolChoice | None = None,
+        **params: Any,
     ) -> CompletionRequest:
-        """Validate and format a conversation into the request a backend receives. Sends nothing."""
+        """Validate and format a conversation into the request a backend receives. Sends nothing.
+
+        ``tools`` (and tool turns, images) are checked against the model here; the prompt
+        string is then the conversation's text view (:mod:`bedrock_mistral.tool_turns`).
+        """
+        return self._prepare(messages, continue_final, tools, tool_choice, False, params)
+
+    def _prepare(
+        self,
+        messages: Messages,
+        continue_final: bool,
+        tools: Tools | None,
+        tool_choice: ToolChoice | None,
+        streaming: bool,
+        params: Mapping[str, Any],
+    ) -> CompletionRequest:
         turns = _messages(messages)
-        check_conversation(turns, continue_final=continue_final)
-        prompt = format_prompt(turns, strict=self.strict_prompts, continue_final=continue_final)
-        return self._request(prompt, params, turns)
+        offer = offer_tools(
+            self.model, self.backend, turns, tools, tool_choice, streaming=streaming
+        )
+        view = text_view(turns)
+        check_conversation(view, continue_final=continue_final)
+        prompt = format_prompt(view, strict=self.strict_prompts, continue_final=continue_final)
+        return offer.apply(self._request(prompt, params, turns))
 
     def prepare_prompt(self, prompt: str, **params: Any) -> CompletionRequest:
         """Like :meth:`prepare` for a raw, already formatted prompt string."""
@@ -214,15 +260,78 @@ class MistralClient:
     # -- calls -----------------------------------------------------------------------------
 
     def chat(
-        self, messages: Messages, *, continue_final: bool = False, **params: Any
+        self,
+        messages: Messages,
+        *,
+        continue_final: bool = False,
+        tools: Tools | None = None,
+        tool_choice: ToolChoice | None = None,
+        **params: Any,
     ) -> Completion:
         """Send a conversation; return the reply.
 
         ``params``: max_tokens, temperature, top_p, top_k, stop.
 
         ``continue_final=True`` continues a final assistant message instead of answering.
+        ``tools``: pydantic models, typed functions or JSON-schema dicts the model may
+        call (Converse; ``reply.tool_calls``); ``tool_choice``: ``"auto"`` or ``"any"``.
         """
-        return self.invoke(self.prepare(messages, continue_final=continue_final, **params))
+        request = self.prepare(
+            messages,
+            continue_final=continue_final,
+            tools=tools,
+            tool_choice=tool_choice,
+            **params,
+        )
+        return self.invoke(request)
+
+    def parse(self, messages: Messages, schema: type[T], **params: Any) -> T:
+        """Ask for JSON fitting ``schema`` and return it validated (see :mod:`.structured`).
+
+        >>> class City(BaseModel):
+        ...     capital: str
+        >>> client.parse("What is the capital of France?", schema=City).capital
+
+        Raises :class:`~bedrock_mistral.errors.ParseError` when the answer still does
+        not fit after one repair request.
+        """
+        ask = StructuredAsk(schema, self.model)
+        turns = ask.first_turns(_messages(messages))
+        for _ in range(MAX_ATTEMPTS):
+            completion = self.chat(turns, continue_final=ask.continue_final, **params)
+            outcome = ask.read(completion.text)
+            if outcome.ok:
+                return outcome.value  # type: ignore[return-value]  # ok: validated
+            turns = ask.repair_turns(turns, outcome)
+        raise ask.failure(outcome)
+
+    def run_tools(
+        self,
+        messages: Messages,
+        tools: Tools,
+        *,
+        max_rounds: int = DEFAULT_MAX_ROUNDS,
+        tool_choice: ToolChoice | None = None,
+        **params: Any,
+    ) -> ToolRun:
+        """Chat, run the Python functions the model calls, send their results; repeat.
+
+        Returns the first reply without tool calls and the whole transcript. A call whose
+        arguments do not fit its tool's schema is not run: the error goes back to the
+        model as that call's result. :class:`~bedrock_mistral.errors.ToolRoundsError`
+        after ``max_rounds`` replies that all called tools.
+        """
+        toolset = tools if isinstance(tools, Toolset) else Toolset(tools)
+        transcript = _messages(messages)
+        for _ in range(max_rounds):
+            completion = self.chat(transcript, tools=toolset, tool_choice=tool_choice, **params)
+            transcript.append(reply_message(completion))
+            if not completion.tool_calls:
+                return ToolRun(completion, transcript)
+            transcript.extend(toolset.run(call) for call in completion.tool_calls)
+        raise ToolRoundsError(
+            f"the model still called tools after {max_rounds} rounds", transcript=transcript
+        )
 
     def complete(self, prompt: str, **params: Any) -> Completion:
         """Send a raw prompt string as is (you write the ``[INST]`` format yourself)."""
@@ -234,14 +343,17 @@ class MistralClient:
         *,
         resume: bool = False,
         continue_final: bool = False,
+        tools: Tools | None = None,
+        tool_choice: ToolChoice | None = None,
         **params: Any,
     ) -> Stream:
         """Stream the reply. Iterate for text; ``.completion`` holds the result afterwards.
 
         ``resume=True`` continues an interrupted stream instead of raising
-        :class:`~bedrock_mistral.errors.StreamInterrupted`.
+        :class:`~bedrock_mistral.errors.StreamInterrupted`. ``tools`` are refused here,
+        before sending: no Mistral model on Bedrock takes tools in a stream.
         """
-        request = self.prepare(messages, continue_final=continue_final, **params)
+        request = self._prepare(messages, continue_final, tools, tool_choice, True, params)
         return self.invoke_stream(request, resume=resume)
 
     def invoke(self, request: CompletionRequest) -> Completion:

@@ -9,7 +9,9 @@
     │   └── BackendUnavailableError        a backend's extra is not installed / model files missing
     ├── ValidationError (ValueError)       refused before anything was sent
     │   ├── PromptFormatError              conversation the template cannot express
-    │   └── ContextWindowError             prompt + max_tokens do not fit the model
+    │   ├── ContextWindowError             prompt + max_tokens do not fit the model
+    │   ├── ToolsUnsupportedError          tools or images for a model/backend without them
+    │   └── ToolSchemaError                a tool whose JSON schema cannot be derived
     ├── APIError                           the service answered with an error
     │   ├── AccessDeniedError              403: model access not granted / IAM
     │   ├── ModelNotFoundError             404: unknown model id in this region
@@ -24,7 +26,10 @@
     │   └── ModelStreamError *             424 inside a stream
     ├── APIConnectionError *               no answer: connection refused/reset, read timeout
     │   └── APITimeoutError *
-    └── StreamInterrupted                  a stream ended early; ``.partial_text`` kept
+    ├── StreamInterrupted                  a stream ended early; ``.partial_text`` kept
+    ├── ParseError                         no valid structured answer, even after one repair
+    ├── ToolCallError                      a tool call naming no tool, or arguments off its schema
+    └── ToolRoundsError                    run_tools hit max_rounds; ``.transcript`` kept
 
 ``*`` marks transient errors (``retryable = True``): the shared retry policy retries
 exactly these. Every error raised for a lower-level exception chains it (``__cause__``).
@@ -57,6 +62,7 @@ __all__ = [
     "ModelNotReadyError",
     "ModelStreamError",
     "ModelTimeoutError",
+    "ParseError",
     "PromptFormatError",
     "RegionError",
     "ServiceQuotaExceededError",
@@ -65,6 +71,10 @@ __all__ = [
     "StreamInterrupted",
     "Surface",
     "ThrottledError",
+    "ToolCallError",
+    "ToolRoundsError",
+    "ToolSchemaError",
+    "ToolsUnsupportedError",
     "ValidationError",
     "install_extra",
 ]
@@ -375,3 +385,53 @@ class StreamInterrupted(BedrockMistralError):
         super().__init__(message, fix=fix)
         self.partial_text = partial_text
         self.output_tokens = output_tokens
+
+
+class ToolsUnsupportedError(ValidationError):
+    """Tools (or images) asked of a model or backend that cannot take them; nothing was sent."""
+
+
+class ToolSchemaError(ValidationError):
+    """A tool whose JSON schema cannot be derived; ``field`` names the tool and parameter."""
+
+
+class ParseError(BedrockMistralError):
+    """The model's answer did not fit the schema, even after one repair request.
+
+    ``raw_text`` is the last answer (with any prefilled opening brace); ``errors`` the
+    validation errors it got, one line each.
+    """
+
+    default_fix = Fix(
+        "raise max_tokens if the answer was cut off, simplify the schema, or use a larger model"
+    )
+
+    def __init__(
+        self, message: str, *, raw_text: str, errors: list[str], fix: Fix | None = None
+    ) -> None:
+        super().__init__(message, fix=fix)
+        self.raw_text = raw_text
+        self.errors = errors
+
+
+class ToolCallError(BedrockMistralError):
+    """A tool call that cannot run: no tool by that name, or arguments off the tool's schema.
+
+    ``run_tools`` sends ``str(error)`` back to the model as an error result instead of
+    calling the function.
+    """
+
+    def __init__(self, message: str, *, call: Any, errors: list[str]) -> None:
+        super().__init__(message)
+        self.call = call  # the ToolCall (typed Any: errors.py imports no types)
+        self.errors = errors
+
+
+class ToolRoundsError(BedrockMistralError):
+    """``run_tools`` reached ``max_rounds`` with the model still calling tools."""
+
+    default_fix = Fix("raise {}, or check the tools' results", Arg("max_rounds"))
+
+    def __init__(self, message: str, *, transcript: list[Any], fix: Fix | None = None) -> None:
+        super().__init__(message, fix=fix)
+        self.transcript = transcript

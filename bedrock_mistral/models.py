@@ -54,6 +54,7 @@ class ModelSpec:
     output_price_per_1k: float | None
     converse_system: bool = True
     converse_tools: bool = True
+    supports_images: bool = False  # image content blocks through Converse (Pixtral)
     profile_only: bool = False
     # Geographies (``us``, ``eu``) of the model's cross-region inference profiles:
     # () when it has none, None when unknown (then any profile prefix is taken on trust).
@@ -73,6 +74,14 @@ class ModelSpec:
     @property
     def supports_stop(self) -> bool:
         return self.dialect == "text"
+
+    @property
+    def supports_tools(self) -> bool:
+        """Tool use through Converse (Large 2407, Large 3, Ministral 3, Pixtral, Magistral).
+
+        Mistral 7B and Mixtral take no tools; Bedrock refuses the request.
+        """
+        return self.converse_tools
 
     def cost_usd(self, usage: Usage) -> float | None:
         """On-demand list price of ``usage``; None when the price is unknown."""
@@ -130,6 +139,7 @@ def _chat(
     price: tuple[float | None, float | None],
     profile_only: bool = False,
     profile_geos: tuple[str, ...] | None = None,
+    images: bool = False,
 ) -> ModelSpec:
     return ModelSpec(
         model_id=model_id,
@@ -146,6 +156,7 @@ def _chat(
         output_price_per_1k=price[1],
         profile_only=profile_only,
         profile_geos=profile_geos,
+        supports_images=images,
     )
 
 
@@ -219,6 +230,7 @@ MODELS: tuple[ModelSpec, ...] = (
         price=(0.002, 0.006),
         profile_only=True,
         profile_geos=("us", "eu"),
+        images=True,
     ),
     _chat(
         "mistral.mistral-large-3-675b-instruct",

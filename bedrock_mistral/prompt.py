@@ -42,6 +42,7 @@ _NEUTRAL = {
 _MARKER_RE = re.compile("|".join(re.escape(marker) for marker in _NEUTRAL))
 
 MessageLike = Message | Mapping[str, Any]
+_TOOL_KEYS = frozenset({"tool_calls", "tool_call_id", "is_error", "images"})
 
 __all__ = [
     "BOS",
@@ -99,11 +100,14 @@ def to_messages(messages: Iterable[MessageLike]) -> list[Message]:
                 field=f"messages[{index}]",
                 value=item,
             )
+        if item.get("role") == "tool" or not _TOOL_KEYS.isdisjoint(item):
+            result.append(_rich_message(item, index))  # tool turns, tool calls, images
+            continue
         role = item.get("role")
         if role not in ("system", "user", "assistant"):
             raise PromptFormatError(
                 f"messages[{index}].role is {role!r}; allowed roles are "
-                "'system' (first message only), 'user' and 'assistant'",
+                "'system' (first message only), 'user', 'assistant' and 'tool' (a tool result)",
                 field=f"messages[{index}].role",
                 value=role,
             )
@@ -116,6 +120,29 @@ def to_messages(messages: Iterable[MessageLike]) -> list[Message]:
             )
         result.append(Message(role=role, content=content))
     return result
+
+
+def _rich_message(item: Mapping[str, Any], index: int) -> Message:
+    """A dict with tool fields (or a tool turn) as a Message, naming what is wrong."""
+    from pydantic import ValidationError as PydanticValidationError
+
+    if item.get("role") == "tool" and not isinstance(item.get("tool_call_id"), str):
+        raise PromptFormatError(
+            f"messages[{index}] is a tool turn without a tool_call_id; a tool turn answers "
+            "one tool call by its id",
+            field=f"messages[{index}].tool_call_id",
+            value=item.get("tool_call_id"),
+        )
+    try:
+        return Message.model_validate(dict(item))
+    except PydanticValidationError as err:
+        problem = err.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise PromptFormatError(
+            f"messages[{index}]{'.' + where if where else ''}: {problem['msg']}",
+            field=f"messages[{index}]{'.' + where if where else ''}",
+            value=item,
+        ) from err
 
 
 def _checked_content(message: Message, index: int, *, strict: bool) -> str:

@@ -6,14 +6,16 @@ Field names follow Bedrock's Mistral text-completion body (``max_tokens``, ``top
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, InstanceOf
+from pydantic import BaseModel, ConfigDict, Field, InstanceOf, model_validator
 
 from bedrock_mistral.models import ModelSpec, resolve_model
 
-Role = Literal["system", "user", "assistant"]
-StopReason = Literal["stop", "length"]
+Role = Literal["system", "user", "assistant", "tool"]
+StopReason = Literal["stop", "length", "tool_use"]
+ImageFormat = Literal["png", "jpeg", "gif", "webp"]
+ToolChoice = Literal["auto", "any"]
 BackendName = str
 
 __all__ = [
@@ -21,23 +23,76 @@ __all__ = [
     "Completion",
     "CompletionRequest",
     "GenerationParams",
+    "Image",
+    "ImageFormat",
     "Message",
     "Role",
     "StopReason",
     "StreamEnd",
     "StreamEvent",
     "TextDelta",
+    "ToolCall",
+    "ToolChoice",
+    "ToolSpec",
     "Usage",
 ]
 
 
+class ToolCall(BaseModel):
+    """A model's request to run one tool: Converse's ``toolUse`` block."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(description="toolUseId; a tool result answers it by this id.")
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class Image(BaseModel):
+    """Image bytes in a user turn (Converse ``image`` block), for models that read images."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: ImageFormat
+    data: bytes = Field(repr=False)
+
+
+class ToolSpec(BaseModel):
+    """A tool as the wire carries it: Converse's ``toolSpec`` (name, description, schema)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any]
+
+
 class Message(BaseModel):
-    """One turn of a conversation."""
+    """One turn of a conversation.
+
+    Plain turns are ``role`` + ``content``. Tool use adds three optional fields: an
+    assistant turn's ``tool_calls``; a ``"tool"`` turn carrying one call's result
+    (``tool_call_id``, ``content``, ``is_error``); and ``images`` in a user turn.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    is_error: bool = False
+    images: tuple[Image, ...] = ()
+
+    @model_validator(mode="after")
+    def _fields_fit_the_role(self) -> Message:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("tool_calls belong to an assistant turn")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise ValueError("a 'tool' turn, and only a tool turn, has a tool_call_id")
+        if self.images and self.role != "user":
+            raise ValueError("images belong to a user turn")
+        return self
 
 
 class GenerationParams(BaseModel):
@@ -82,8 +137,18 @@ class CompletionRequest(BaseModel):
     top_k: int | None = None
     stop: tuple[str, ...] = ()
     messages: tuple[Message, ...] | None = None
+    # Tool use (Converse only): the tools offered and how the model may choose among them.
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice | None = None
     # InstanceOf: one isinstance check, no field-by-field copy (a request is built per call).
     model: InstanceOf[ModelSpec] | None = Field(default=None, repr=False, exclude=True)
+
+    @property
+    def uses_converse(self) -> bool:
+        """Tools, tool turns or images: only Converse carries them, not the text body."""
+        return bool(self.tools) or any(
+            m.tool_calls or m.images or m.role == "tool" for m in self.messages or ()
+        )
 
     @property
     def spec(self) -> ModelSpec:
@@ -134,6 +199,9 @@ class Completion(BaseModel):
     latency_ms: float = 0.0
     cost_usd: float | None = Field(
         default=None, description="On-demand list price of this call, if known."
+    )
+    tool_calls: tuple[ToolCall, ...] = Field(
+        default=(), description='Tools the model asked to run (stop_reason "tool_use").'
     )
 
 

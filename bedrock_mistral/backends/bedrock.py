@@ -1,5 +1,8 @@
 """Amazon Bedrock through boto3 ``bedrock-runtime``: InvokeModel and InvokeModelWithResponseStream.
 
+Requests with tools, tool turns or images go through Converse / ConverseStream instead
+(:mod:`.converse_wire`): only those operations carry them.
+
 A translation layer and nothing more: our request -> Bedrock body, Bedrock response ->
 our types, botocore errors -> our errors (:mod:`.bedrock_errors`). It never retries.
 
@@ -120,6 +123,7 @@ class BedrockBackend:
     """
 
     name = "bedrock"
+    accepts_tools = True  # through Converse
 
     def __init__(
         self,
@@ -285,6 +289,8 @@ class BedrockBackend:
 
         clients = self._get_clients()
         ctx = self._context(request, clients, streaming=False)
+        if request.uses_converse:
+            return self._converse(request, clients, ctx)
         body = request_body(request, request.spec.dialect)
         started = time.perf_counter()
         try:
@@ -322,6 +328,9 @@ class BedrockBackend:
 
         clients = self._get_clients()
         ctx = self._context(request, clients, streaming=True)
+        if request.uses_converse:
+            yield from self._converse_stream(request, clients, ctx)
+            return
         body = request_body(request, request.spec.dialect)
         started = time.perf_counter()
         try:
@@ -334,6 +343,46 @@ class BedrockBackend:
         except MAPPED_ERRORS as err:
             raise map_error(err, ctx) from err
         yield from _stream_events(response["body"], ctx, started)
+
+    def _converse(self, request: CompletionRequest, clients: _Clients, ctx: Any) -> Completion:
+        from bedrock_mistral.backends.bedrock_errors import MAPPED_ERRORS, map_error
+        from bedrock_mistral.backends.converse_wire import converse_params, parse_converse
+
+        started = time.perf_counter()
+        try:
+            response = clients.invoke.converse(**converse_params(request, ctx.model_id))
+        except MAPPED_ERRORS as err:
+            raise map_error(err, ctx) from err
+        reply = parse_converse(response)
+        return Completion(
+            text=reply.text,
+            stop_reason=reply.stop_reason,
+            usage=reply.usage,
+            model_id=request.model_id,
+            backend=self.name,
+            latency_ms=reply.latency_ms
+            if reply.latency_ms is not None
+            else (time.perf_counter() - started) * 1000.0,
+            tool_calls=reply.tool_calls,
+        )
+
+    def _converse_stream(
+        self, request: CompletionRequest, clients: _Clients, ctx: Any
+    ) -> Iterator[TextDelta | StreamEnd]:
+        from bedrock_mistral.backends.bedrock_errors import MAPPED_ERRORS, map_error
+        from bedrock_mistral.backends.converse_wire import converse_params, stream_events
+
+        try:
+            response = clients.stream.converse_stream(**converse_params(request, ctx.model_id))
+            stream = response["stream"]
+        except MAPPED_ERRORS as err:
+            raise map_error(err, ctx) from err
+        try:
+            yield from stream_events(stream)
+        except MAPPED_ERRORS as err:
+            raise map_error(err, ctx) from err
+        finally:
+            stream.close()
 
 
 def _stream_events(body: Any, ctx: Any, started: float) -> Iterator[TextDelta | StreamEnd]:

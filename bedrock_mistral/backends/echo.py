@@ -7,6 +7,14 @@ from ``request.messages`` when the caller kept them). A prompt that continues an
 Token counts are whitespace words, never fewer than a real tokenizer could produce
 (:func:`~bedrock_mistral.tokens.min_tokens`), so a huge one-word prompt is still too long.
 
+Tools, for running the whole tool loop offline. When a request offers tools:
+
+- each line of the last user turn of the form ``call NAME {json}`` (or ``call NAME``),
+  NAME an offered tool, becomes a tool call with those arguments (ids ``echo00001``,
+  ``echo00002``, ... counted over the conversation), and the reply stops with
+  ``"tool_use"``; the arguments are not checked against the tool's schema;
+- when the conversation ends with tool results, the reply is their text, one per line.
+
 >>> from bedrock_mistral.types import CompletionRequest
 >>> request = CompletionRequest(model_id="m", prompt="<s> [INST] Hi there [/INST]", max_tokens=9)
 >>> EchoBackend().complete(request).text
@@ -15,6 +23,7 @@ Token counts are whitespace words, never fewer than a real tokenizer could produ
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -27,14 +36,16 @@ from bedrock_mistral.types import (
     StopReason,
     StreamEnd,
     TextDelta,
+    ToolCall,
     Usage,
 )
 
-__all__ = ["EchoBackend", "echo_reply", "last_user_text", "split_words"]
+__all__ = ["EchoBackend", "echo_reply", "echo_tool_calls", "last_user_text", "split_words"]
 
 _WORD = re.compile(r"\s*\S+")
 _OPEN = f"{INST_OPEN} "
 _CLOSE = f" {INST_CLOSE}"
+_CALL = re.compile(r"^call\s+(?P<name>[a-zA-Z0-9_-]{1,64})(?:\s+(?P<args>\{.*\}))?\s*$")
 
 
 def split_words(text: str) -> list[str]:
@@ -82,8 +93,42 @@ def answer_prefix(request: CompletionRequest) -> str:
     return "" if EOS in tail else tail
 
 
+def echo_tool_calls(request: CompletionRequest) -> tuple[ToolCall, ...]:
+    """The tool calls the echo makes: ``call NAME {json}`` lines naming an offered tool."""
+    turns = request.messages or ()
+    if not request.tools or not turns or turns[-1].role != "user":
+        return ()
+    offered = {tool.name for tool in request.tools}
+    made = sum(len(m.tool_calls) for m in turns)
+    calls: list[ToolCall] = []
+    for line in turns[-1].content.splitlines():
+        match = _CALL.match(line.strip())
+        if match is None or match["name"] not in offered:
+            continue
+        try:
+            arguments = json.loads(match["args"] or "{}")
+        except json.JSONDecodeError:
+            continue
+        call_id = f"echo{made + len(calls) + 1:05d}"
+        calls.append(ToolCall(id=call_id, name=match["name"], arguments=arguments))
+    return tuple(calls)
+
+
+def _tool_results(request: CompletionRequest) -> str | None:
+    """The text of the trailing tool results, when the conversation ends with them."""
+    results: list[str] = []
+    for message in reversed(request.messages or ()):
+        if message.role != "tool":
+            break
+        results.insert(0, message.content)
+    return "\n".join(results) if results else None
+
+
 def echo_reply(request: CompletionRequest) -> str:
     """The echo's answer: the last user text, minus what a continued answer already holds."""
+    results = _tool_results(request)
+    if results is not None:
+        return results
     text = last_user_text(request)
     prefix = answer_prefix(request)
     for done in (prefix, prefix[1:] if prefix.startswith(" ") else None):
@@ -96,6 +141,7 @@ class EchoBackend:
     """Replies with the last user turn; honours ``max_tokens`` (words) and ``stop``."""
 
     name = "echo"
+    accepts_tools = True  # see the tool rule in the module docstring
 
     def count_tokens(self, prompt: str) -> int:
         # Words are predictable in tests; the floor keeps a word of millions of characters
@@ -120,14 +166,25 @@ class EchoBackend:
 
     def complete(self, request: CompletionRequest) -> Completion:
         started = time.perf_counter()
-        words, stop_reason = self._plan(request)
+        calls = echo_tool_calls(request)
+        words: list[str]
+        stop_reason: StopReason
+        if calls:
+            words, stop_reason = [], "tool_use"
+            output_tokens = sum(len(json.dumps(call.arguments).split()) + 1 for call in calls)
+        else:
+            words, stop_reason = self._plan(request)
+            output_tokens = len(words)
         return Completion(
             text="".join(words),
             stop_reason=stop_reason,
-            usage=Usage(input_tokens=self.count_tokens(request.prompt), output_tokens=len(words)),
+            usage=Usage(
+                input_tokens=self.count_tokens(request.prompt), output_tokens=output_tokens
+            ),
             model_id=request.model_id,
             backend=self.name,
             latency_ms=(time.perf_counter() - started) * 1000.0,
+            tool_calls=calls,
         )
 
     def stream(self, request: CompletionRequest) -> Iterator[TextDelta | StreamEnd]:

@@ -6,20 +6,38 @@ streaming), renders the messages into the model's template and merges
 ``additionalModelRequestFields`` into the native body, which the model's schema then
 checks. We follow the same path, so the limits and messages match InvokeModel's.
 Wording of Bedrock's own messages: ref section 7.
+
+A request with tools (``toolConfig``), tool blocks or images also hands the backend
+the structured conversation (``request.messages`` with tool calls, tool results and
+images) and the offered tools, so a backend that knows tools (echo) can call them; the
+answer's tool calls come back as ``toolUse`` blocks with stopReason ``tool_use``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 
 from bedrock_mistral.models import ModelSpec
 from bedrock_mistral.server.bodies import parse_native
 from bedrock_mistral.server.conversation import Turn, normalize, render_prompt
 from bedrock_mistral.server.errors import BedrockError
 from bedrock_mistral.server.eventstream import event_frame
-from bedrock_mistral.types import Completion, CompletionRequest, StopReason, Usage
+from bedrock_mistral.tool_turns import tool_call_text
+from bedrock_mistral.types import (
+    Completion,
+    CompletionRequest,
+    Image,
+    Message,
+    StopReason,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
+    Usage,
+)
 
 __all__ = [
     "STOP_REASONS",
@@ -30,7 +48,11 @@ __all__ = [
     "start_frame",
 ]
 
-STOP_REASONS: dict[StopReason, str] = {"stop": "end_turn", "length": "max_tokens"}
+STOP_REASONS: dict[StopReason, str] = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_use": "tool_use",
+}
 _TOOL_ID = re.compile(r"^(?:[A-Za-z0-9]{9}|tooluse_[A-Za-z0-9_-]+)$")
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")  # ToolSpecification.name: pattern, 1-64 chars
 # Bedrock's own wording (ref section 7), so applications can match on it.
@@ -85,9 +107,7 @@ def _block_text(block: dict[str, Any], where: str, spec: ModelSpec) -> tuple[str
     if "toolUse" in block:
         use = block["toolUse"] if isinstance(block["toolUse"], dict) else {}
         _check_tool_id(use.get("toolUseId"))
-        return "tool", json.dumps(
-            {"name": use.get("name"), "arguments": use.get("input")}, ensure_ascii=False
-        )
+        return "tool", tool_call_text(use.get("name"), use.get("input"))
     if "toolResult" in block:
         result = block["toolResult"] if isinstance(block["toolResult"], dict) else {}
         _check_tool_id(result.get("toolUseId"))
@@ -239,6 +259,75 @@ def _inference(config: Any, spec: ModelSpec) -> dict[str, Any]:
     return native
 
 
+def _image(block: dict[str, Any]) -> Image:
+    image = block["image"] if isinstance(block["image"], dict) else {}
+    source = image.get("source")
+    data = source.get("bytes") if isinstance(source, dict) else None
+    try:  # blob members travel base64-encoded in Converse's JSON
+        raw = base64.b64decode(data if isinstance(data, str) else "", validate=True)
+        return Image.model_validate({"format": image.get("format"), "data": raw})
+    except (binascii.Error, ValueError) as err:  # pydantic's ValidationError is a ValueError
+        raise _invalid("The image content block is not a valid image: format and bytes") from err
+
+
+def _structured_turn(role: str, content: list[dict[str, Any]]) -> list[Message]:
+    """One checked Converse message as our turns (tool results: one turn each)."""
+    if role == "assistant":
+        calls = tuple(
+            ToolCall(
+                id=b["toolUse"]["toolUseId"],
+                name=b["toolUse"].get("name", ""),
+                arguments=b["toolUse"].get("input") or {},
+            )
+            for b in content
+            if "toolUse" in b
+        )
+        text = "\n".join(b["text"] for b in content if isinstance(b.get("text"), str))
+        return [Message(role="assistant", content=text, tool_calls=calls)]
+    results = [
+        Message(
+            role="tool",
+            tool_call_id=b["toolResult"]["toolUseId"],
+            content=_tool_result_text(b["toolResult"].get("content")),
+            is_error=b["toolResult"].get("status") == "error",
+        )
+        for b in content
+        if "toolResult" in b
+    ]
+    if results:
+        return results
+    text = "\n".join(b["text"] for b in content if isinstance(b.get("text"), str))
+    images = tuple(_image(b) for b in content if "image" in b)
+    return [Message(role="user", content=text, images=images)]
+
+
+def _structured(system: list[str], messages: list[dict[str, Any]]) -> tuple[Message, ...]:
+    turns = [Message(role="system", content="\n\n".join(system))] if any(system) else []
+    for message in messages:
+        turns += _structured_turn(message["role"], message["content"])
+    return tuple(turns)
+
+
+def _tool_offer(tool_config: Any) -> tuple[tuple[ToolSpec, ...], ToolChoice | None]:
+    tools: list[ToolSpec] = []
+    for tool in tool_config.get("tools") or [] if isinstance(tool_config, dict) else []:
+        spec = tool.get("toolSpec") if isinstance(tool, dict) else None
+        schema = spec.get("inputSchema", {}).get("json") if isinstance(spec, dict) else None
+        if isinstance(spec, dict) and isinstance(spec.get("name"), str):
+            tools.append(
+                ToolSpec(
+                    name=spec["name"],
+                    description=str(spec.get("description", "")),
+                    input_schema=schema if isinstance(schema, dict) else {},
+                )
+            )
+    choice = tool_config.get("toolChoice") if isinstance(tool_config, dict) else None
+    picked: Literal["auto", "any"] | None = None
+    if isinstance(choice, dict):
+        picked = "any" if "any" in choice else "auto" if "auto" in choice else None
+    return tuple(tools), picked
+
+
 def parse_converse(spec: ModelSpec, body: Any, *, streaming: bool) -> CompletionRequest:
     """A Converse / ConverseStream request -> the request the backend receives."""
     if not isinstance(body, dict):
@@ -246,6 +335,24 @@ def parse_converse(spec: ModelSpec, body: Any, *, streaming: bool) -> Completion
     system = _system_texts(body.get("system"), spec)
     has_tools = _check_tools(body.get("toolConfig"), spec, streaming=streaming)
     messages = normalize(system, _turns(body.get("messages"), spec, has_tools=has_tools))
+    request = _native_request(spec, body, messages)
+    has_images = any("image" in b for m in body["messages"] for b in m["content"])
+    if not has_tools and not has_images:
+        return request
+    tools, choice = _tool_offer(body.get("toolConfig"))
+    return request.model_copy(
+        update={
+            "messages": _structured(system, body["messages"]),
+            "tools": tools,
+            "tool_choice": choice,
+        }
+    )
+
+
+def _native_request(
+    spec: ModelSpec, body: dict[str, Any], messages: list[Message]
+) -> CompletionRequest:
+    """The model's native body, built and checked as InvokeModel would."""
     native: dict[str, Any]
     if spec.dialect == "text":
         native = {"prompt": render_prompt(messages)}
@@ -268,9 +375,19 @@ def _usage(usage: Usage) -> dict[str, int]:
     }
 
 
+def _content(completion: Completion) -> list[dict[str, Any]]:
+    """A text block, or the tool calls as toolUse blocks (Mistral never mixes the two)."""
+    if not completion.tool_calls:
+        return [{"text": completion.text}]
+    return [
+        {"toolUse": {"toolUseId": call.id, "name": call.name, "input": call.arguments}}
+        for call in completion.tool_calls
+    ]
+
+
 def converse_body(completion: Completion, *, latency_ms: float) -> dict[str, Any]:
     return {
-        "output": {"message": {"role": "assistant", "content": [{"text": completion.text}]}},
+        "output": {"message": {"role": "assistant", "content": _content(completion)}},
         "stopReason": STOP_REASONS[completion.stop_reason],
         "usage": _usage(completion.usage),
         "metrics": {"latencyMs": round(latency_ms)},

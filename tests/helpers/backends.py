@@ -14,7 +14,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from bedrock_mistral.prompt import INST_CLOSE
-from bedrock_mistral.types import Completion, CompletionRequest, StreamEnd, TextDelta, Usage
+from bedrock_mistral.types import (
+    Completion,
+    CompletionRequest,
+    StreamEnd,
+    TextDelta,
+    ToolCall,
+    Usage,
+)
 
 _WORD = re.compile(r"\s*\S+")
 
@@ -131,3 +138,35 @@ class SleepRecorder:
 
     def __call__(self, seconds: float) -> None:
         self.delays.append(seconds)
+
+
+@dataclass
+class ScriptedBackend:
+    """Answers from a script, one entry per call: a text, or tool calls (stop "tool_use").
+
+    Records every request; once the script runs out it repeats the last entry. It
+    carries tools (``accepts_tools``) so the client's tool path can be driven with it.
+    """
+
+    answers: Sequence[str | tuple[ToolCall, ...]]
+    name: str = "scripted"
+    accepts_tools: bool = True
+    calls: list[CompletionRequest] = field(default_factory=list)
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        self.calls.append(request)
+        answer = self.answers[min(len(self.calls), len(self.answers)) - 1]
+        calls = answer if isinstance(answer, tuple) else ()
+        return Completion(
+            text=answer if isinstance(answer, str) else "",
+            stop_reason="tool_use" if calls else "stop",
+            usage=Usage(input_tokens=len(request.prompt.split()), output_tokens=1),
+            model_id=request.model_id,
+            backend=self.name,
+            tool_calls=calls,
+        )
+
+    def stream(self, request: CompletionRequest) -> Iterator[TextDelta | StreamEnd]:
+        completion = self.complete(request)
+        yield TextDelta(text=completion.text)
+        yield StreamEnd(stop_reason=completion.stop_reason, usage=completion.usage)

@@ -108,7 +108,7 @@ def test_continue_final_leaves_the_assistant_turn_open() -> None:
             [u("a"), s("x")], "messages[1].role", "only allowed as the first", id="system-not-first"
         ),
         pytest.param(
-            [{"role": "tool", "content": "x"}],
+            [{"role": "function", "content": "x"}],
             "messages[0].role",
             "allowed roles",
             id="unknown-role",

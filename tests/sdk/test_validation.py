@@ -123,7 +123,18 @@ BAD_CONVERSATIONS: list[Any] = [
         "messages[0].role",
         "last message must be the user",
     ),
-    ([{"role": "tool", "content": "a"}], PromptFormatError, "messages[0].role", "allowed roles"),
+    (
+        [{"role": "function", "content": "a"}],
+        PromptFormatError,
+        "messages[0].role",
+        "allowed roles",
+    ),
+    (
+        [{"role": "tool", "content": "a"}],
+        PromptFormatError,
+        "messages[0].tool_call_id",
+        "without a tool_call_id",
+    ),
     (
         [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
         PromptFormatError,
