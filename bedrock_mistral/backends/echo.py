@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from bedrock_mistral.prompt import BOS, EOS, INST_CLOSE, INST_OPEN
 from bedrock_mistral.tokens import min_tokens
@@ -29,6 +30,9 @@ from bedrock_mistral.types import (
     TextDelta,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from bedrock_mistral.backends.aio import InlineBackend
 
 __all__ = ["EchoBackend", "echo_reply", "last_user_text", "split_words"]
 
@@ -105,6 +109,12 @@ class EchoBackend:
     @property
     def context_window(self) -> int | None:
         return None
+
+    def async_backend(self) -> InlineBackend:
+        """For the async client: pure computation, so it runs on the loop, no thread."""
+        from bedrock_mistral.backends.aio import InlineBackend
+
+        return InlineBackend(self)
 
     def _plan(self, request: CompletionRequest) -> tuple[list[str], StopReason]:
         text = echo_reply(request)

@@ -55,9 +55,7 @@ def exit_status(error: BaseException) -> ExitStatus:
     return ExitStatus.ERROR
 
 
-def describe(
-    error: BaseException, surface: errors.Surface = "cli"
-) -> tuple[ExitStatus, str]:
+def describe(error: BaseException, surface: errors.Surface = "cli") -> tuple[ExitStatus, str]:
     """The exit status and the one line to show for ``error``, its fix worded as flags
     (or, in the chat, as /commands where one exists)."""
     status = exit_status(error)
