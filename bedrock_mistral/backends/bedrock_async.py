@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 import json
 import logging
 import uuid
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from bedrock_mistral.errors import BackendUnavailableError, install_extra
 from bedrock_mistral.types import Completion, CompletionRequest, StreamEnd, TextDelta, Usage
 
 if TYPE_CHECKING:
@@ -70,6 +72,11 @@ class AsyncBedrockBackend:
     name = "bedrock"
 
     def __init__(self, sync: BedrockBackend) -> None:
+        if importlib.util.find_spec("httpx") is None:
+            raise BackendUnavailableError(
+                "the async Bedrock transport needs httpx, which is not installed",
+                fix=install_extra("async"),
+            )
         self.sync = sync
         self._wire: _Wire | None = None
         self._lock: asyncio.Lock | None = None

@@ -165,7 +165,9 @@ async def test_each_bedrock_error_maps_to_its_class_and_only_transient_ones_retr
     server = make_server("echo", fault_script=[fault, fault, None])
 
     async def send(client: AsyncMistralClient) -> str:
-        return (await client.chat("hello")).text if call == "chat" else await read(client.stream("hello"))
+        if call == "chat":
+            return (await client.chat("hello")).text
+        return await read(client.stream("hello"))
 
     with pytest.raises(cls) as info:
         await send(abedrock(server, max_attempts=1))
