@@ -1,8 +1,8 @@
 """AsyncMistralClient against our Bedrock-compatible server: the sync expectations, awaited.
 
 The same fault plans as test_bedrock_http.py (throttle, 5xx, stream cut before and after
-the first delta, stall), over the native async transport (httpx, botocore's signing and
-event-stream decoding).
+the first delta, stall), over the native async transport (botocore's signing and
+event-stream decoding, aiohttp on the wire).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import botocore.exceptions
-import httpx
 import pytest
 
 from bedrock_mistral import AsyncMistralClient, RetryPolicy, errors
@@ -236,7 +235,7 @@ async def test_read_timeout_maps_to_api_timeout(make_server: MakeServer) -> None
         await abedrock(server, read_timeout=0.3, max_attempts=1).chat("hello")
     assert "read_timeout" in str(info.value)
     assert isinstance(info.value.__cause__, botocore.exceptions.ReadTimeoutError)
-    assert isinstance(info.value.__cause__.__cause__, httpx.ReadTimeout)
+    assert isinstance(info.value.__cause__.__cause__, TimeoutError)
 
 
 async def test_connection_refused_is_a_connection_error(sleeps: SleepRecorder) -> None:
