@@ -19,6 +19,9 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "MistralClient": "bedrock_mistral.client",
+    "AsyncMistralClient": "bedrock_mistral.aclient",
+    "AsyncStream": "bedrock_mistral.aclient",
+    "AsyncConversation": "bedrock_mistral.aclient",
     "Stream": "bedrock_mistral.client",
     "Conversation": "bedrock_mistral.client",
     "Message": "bedrock_mistral.types",
@@ -39,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "ModelSpec": "bedrock_mistral.models",
     "resolve_model": "bedrock_mistral.models",
     "Backend": "bedrock_mistral.backends.base",
+    "AsyncBackend": "bedrock_mistral.backends.aio",
     "RetryPolicy": "bedrock_mistral.retry",
 }
 _ERRORS = (
@@ -90,6 +94,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from bedrock_mistral.aclient import AsyncConversation, AsyncMistralClient, AsyncStream
+    from bedrock_mistral.backends.aio import AsyncBackend
     from bedrock_mistral.backends.base import Backend
     from bedrock_mistral.client import Conversation, MistralClient, Stream, ToolRun
     from bedrock_mistral.errors import (

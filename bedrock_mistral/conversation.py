@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bedrock_mistral.errors import ContextWindowError, ValidationError
 from bedrock_mistral.prompt import MessageLike, assistant_content, to_messages
@@ -25,21 +25,40 @@ from bedrock_mistral.types import Completion, CompletionRequest, Message
 
 if TYPE_CHECKING:
     from bedrock_mistral.client import MistralClient
+    from bedrock_mistral.models import ModelSpec
     from bedrock_mistral.streaming import Stream
+    from bedrock_mistral.tokens import PromptCounter
 
-__all__ = ["Conversation"]
+__all__ = ["Conversation", "ConversationState"]
 
 logger = logging.getLogger(__name__)
 
 TrimCallback = Callable[[list[Message]], None]
 
 
-class Conversation:
-    """History plus defaults for each turn. Not thread-safe: one conversation, one thread."""
+class Preparer(Protocol):
+    """The non-I/O part of a client that a conversation plans its turns with."""
+
+    @property
+    def model(self) -> ModelSpec: ...
+
+    @property
+    def counter(self) -> PromptCounter: ...
+
+    @property
+    def model_id(self) -> str: ...
+
+    def prepare(
+        self, messages: Any, *, continue_final: bool = False, **params: Any
+    ) -> CompletionRequest: ...
+
+
+class ConversationState:
+    """History, trimming and bookkeeping; :class:`Conversation` and the async one add sending."""
 
     def __init__(
         self,
-        client: MistralClient,
+        client: Preparer,
         *,
         system: str | None = None,
         messages: Sequence[MessageLike] = (),
@@ -66,23 +85,7 @@ class Conversation:
         self.last_dropped: list[Message] = []
 
     def __repr__(self) -> str:
-        return f"Conversation({len(self.messages)} messages, {len(self.dropped)} dropped)"
-
-    def send(self, text: str, **params: Any) -> Completion:
-        """Add a user turn, get the reply, keep both in the history."""
-        request, dropped, user = self._plan(text, params)
-        completion = self.client.invoke(request)
-        self._commit(dropped, user, completion)
-        return completion
-
-    def stream(self, text: str, *, resume: bool = False, **params: Any) -> Stream:
-        """Like :meth:`send`, streamed; the history is updated once the stream completes."""
-        request, dropped, user = self._plan(text, params)
-        return self.client.invoke_stream(
-            request,
-            resume=resume,
-            on_complete=lambda completion: self._commit(dropped, user, completion),
-        )
+        return f"{type(self).__name__}({len(self.messages)} messages, {len(self.dropped)} dropped)"
 
     def clear(self) -> None:
         """Forget every turn except the system message."""
@@ -153,4 +156,37 @@ class Conversation:
         self.last_dropped = list(dropped)
         self.messages.extend(
             [user, Message(role="assistant", content=assistant_content(completion.text))]
+        )
+
+
+class Conversation(ConversationState):
+    """History plus defaults for each turn. Not thread-safe: one conversation, one thread."""
+
+    client: MistralClient
+
+    def __init__(
+        self,
+        client: MistralClient,
+        *,
+        system: str | None = None,
+        messages: Sequence[MessageLike] = (),
+        on_trim: TrimCallback | None = None,
+        **params: Any,
+    ) -> None:
+        super().__init__(client, system=system, messages=messages, on_trim=on_trim, **params)
+
+    def send(self, text: str, **params: Any) -> Completion:
+        """Add a user turn, get the reply, keep both in the history."""
+        request, dropped, user = self._plan(text, params)
+        completion = self.client.invoke(request)
+        self._commit(dropped, user, completion)
+        return completion
+
+    def stream(self, text: str, *, resume: bool = False, **params: Any) -> Stream:
+        """Like :meth:`send`, streamed; the history is updated once the stream completes."""
+        request, dropped, user = self._plan(text, params)
+        return self.client.invoke_stream(
+            request,
+            resume=resume,
+            on_complete=lambda completion: self._commit(dropped, user, completion),
         )

@@ -19,10 +19,12 @@ so attempts never multiply: ``max_attempts=5`` means at most five HTTP requests.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "RetryPolicy",
+    "acall_with_retry",
+    "async_sleep",
     "build_retrying",
     "call_with_retry",
     "compute_delay",
@@ -54,7 +58,9 @@ class RetryPolicy:
     ``max_attempts`` counts the first attempt (1 = never retry). ``max_total_seconds``
     caps the whole call: no retry starts whose wait would cross it (``None`` = no cap).
     ``jitter`` is the fraction of each backoff delay that is randomised (0 to 1).
-    ``sleep`` is injectable so tests run without waiting.
+    ``sleep`` is injectable so tests run without waiting. The async client awaits
+    :func:`asyncio.sleep` where ``sleep`` is the default :func:`time.sleep`; an injected
+    ``sleep`` may return an awaitable (see :func:`async_sleep`).
 
     >>> no_retries = RetryPolicy(max_attempts=1)
     >>> patient = RetryPolicy(max_attempts=8, max_delay=20.0, max_total_seconds=300.0)
@@ -66,7 +72,7 @@ class RetryPolicy:
     max_total_seconds: float | None = 120.0
     jitter: float = 0.25
     max_retry_after: float = 60.0
-    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    sleep: Callable[[float], object] = field(default=time.sleep, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (
@@ -149,6 +155,21 @@ def _log_retry(operation: str) -> Callable[[tenacity.RetryCallState], None]:
     return log
 
 
+def _retrying_options(
+    policy: RetryPolicy, operation: str, started: float | None
+) -> dict[str, object]:
+    """What the sync and the async retry loops share: which errors, how long, when to stop."""
+    import tenacity
+
+    return {
+        "retry": tenacity.retry_if_exception(should_retry),
+        "wait": _wait(policy),
+        "stop": _stop(policy, started),
+        "before_sleep": _log_retry(operation),
+        "reraise": True,
+    }
+
+
 def build_retrying(
     policy: RetryPolicy, *, operation: str = "request", started: float | None = None
 ) -> tenacity.Retrying:
@@ -159,14 +180,8 @@ def build_retrying(
     """
     import tenacity
 
-    return tenacity.Retrying(
-        retry=tenacity.retry_if_exception(should_retry),
-        wait=_wait(policy),
-        stop=_stop(policy, started),
-        sleep=policy.sleep,
-        before_sleep=_log_retry(operation),
-        reraise=True,
-    )
+    options = _retrying_options(policy, operation, started)
+    return tenacity.Retrying(sleep=policy.sleep, **options)  # type: ignore[arg-type]
 
 
 def call_with_retry(policy: RetryPolicy, fn: Callable[[], T], *, operation: str = "request") -> T:
@@ -198,6 +213,58 @@ def call_with_retry(policy: RetryPolicy, fn: Callable[[], T], *, operation: str 
 
     try:
         return retrying(attempt)
+    except BedrockMistralError as error:
+        error.attempts = attempts
+        if attempts > 1:
+            logger.debug("%s: giving up after %d attempts: %s", operation, attempts, error)
+        raise
+
+
+async def async_sleep(policy: RetryPolicy, seconds: float) -> None:
+    """Wait ``seconds`` without blocking the event loop.
+
+    The default ``time.sleep`` becomes ``asyncio.sleep``; an injected ``sleep`` is called
+    as is (a recorder in tests), and awaited when it returns an awaitable.
+    """
+    if policy.sleep is time.sleep:
+        await asyncio.sleep(seconds)
+        return
+    result: object = policy.sleep(seconds)
+    if inspect.isawaitable(result):
+        await result
+
+
+async def acall_with_retry(
+    policy: RetryPolicy, fn: Callable[[], Awaitable[T]], *, operation: str = "request"
+) -> T:
+    """:func:`call_with_retry` for coroutines: the same rules, waits never block the loop."""
+    started = time.monotonic()
+    try:
+        return await fn()
+    except BedrockMistralError as error:
+        if policy.max_attempts == 1 or not should_retry(error):
+            error.attempts = 1
+            raise
+        first_failure: BedrockMistralError | None = error
+    import tenacity
+
+    options = _retrying_options(policy, operation, started)
+    retrying = tenacity.AsyncRetrying(
+        sleep=lambda seconds: async_sleep(policy, seconds),
+        **options,  # type: ignore[arg-type]
+    )
+    attempts = 1
+
+    async def attempt() -> T:
+        nonlocal attempts, first_failure
+        if first_failure is not None:
+            failure, first_failure = first_failure, None
+            raise failure
+        attempts += 1
+        return await fn()
+
+    try:
+        return await retrying(attempt)
     except BedrockMistralError as error:
         error.attempts = attempts
         if attempts > 1:

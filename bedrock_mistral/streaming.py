@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from bedrock_mistral.backends.base import Backend
     from bedrock_mistral.tokens import PromptCounter
 
-__all__ = ["Stream", "continuation_request"]
+__all__ = ["Stream", "StreamState", "continuation_request"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,117 @@ class _Dropped(APIConnectionError):
     """A stream that ended without a stop reason."""
 
 
-class Stream(Iterator[str]):
+class StreamState:
+    """What a sync :class:`Stream` and an async ``AsyncStream`` share: the text so far,
+    the resume decisions and the final completion. Only the iteration differs."""
+
+    def __init__(
+        self,
+        *,
+        backend_name: str,
+        request: CompletionRequest,
+        policy: RetryPolicy,
+        counter: PromptCounter,
+        resume: bool = False,
+        finish: Callable[[Completion], Completion] | None = None,
+        on_complete: Callable[[Completion], None] | None = None,
+    ) -> None:
+        self.request = request
+        self.resume = resume
+        self.completion: Completion | None = None
+        self.resumes = 0
+        self._backend_name = backend_name
+        self._policy = policy
+        self._counter = counter
+        self._finish = finish
+        self._on_complete = on_complete
+        self._parts: list[str] = []
+        self._chunks = 0
+        self._usage = Usage()  # of interrupted pieces, estimated
+        self._started = time.perf_counter()
+
+    @property
+    def text(self) -> str:
+        """Everything received so far."""
+        return "".join(self._parts)
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.completion.usage if self.completion is not None else None
+
+    def _received(self, text: str) -> None:
+        self._parts.append(text)
+        self._chunks += 1
+
+    def _closed_early(self) -> StreamInterrupted:
+        return StreamInterrupted(
+            "the stream was closed before it finished",
+            partial_text=self.text,
+            output_tokens=self._chunks,
+        )
+
+    def _produced_tokens(self) -> int:
+        if self._counter.exact:
+            return self._counter.count_text(self.text)
+        # Bedrock streams Mistral roughly one token per chunk; the character estimate
+        # would overcount and cut the resumed answer short.
+        return self._chunks
+
+    def _plan_resume(
+        self, request: CompletionRequest, err: BedrockMistralError, *, reopen_failed: bool
+    ) -> tuple[CompletionRequest | None, float]:
+        """(the continuation, seconds to wait first), or raise StreamInterrupted."""
+        produced = self._produced_tokens()
+        attempts_left = self.resumes + 1 < self._policy.max_attempts
+        if not (self.resume and err.retryable and attempts_left and not reopen_failed):
+            raise StreamInterrupted(
+                f"the stream was interrupted after {len(self.text)} characters ({err})",
+                partial_text=self.text,
+                output_tokens=produced,
+                # The CLI keeps the partial text itself; resume is an SDK argument.
+                fix=None if self.resume else _RESUME_FIX,
+            ) from err
+        self.resumes += 1
+        piece_text = self.text[len(request.prompt) - len(self.request.prompt) :]
+        self._usage = self._usage + Usage(
+            input_tokens=self._counter.count_prompt(request.prompt),
+            output_tokens=self._counter.count_text(piece_text),
+        )
+        following = continuation_request(self.request, self.text, produced)
+        if following is None:
+            logger.info(
+                "stream interrupted after %d characters with its token budget spent", len(self.text)
+            )
+            return None, 0.0
+        delay = compute_delay(self._policy, self.resumes, err)
+        logger.info(
+            "stream interrupted after %d characters (%s); resuming (resume %d) in %.2fs",
+            len(self.text),
+            err,
+            self.resumes,
+            delay,
+        )
+        return following, delay
+
+    def _complete(self, stop_reason: str, usage: Usage, latency_ms: float | None) -> None:
+        if self.resumes or latency_ms is None:
+            latency_ms = (time.perf_counter() - self._started) * 1000.0
+        completion = Completion(
+            text=self.text,
+            stop_reason="length" if stop_reason == "length" else "stop",
+            usage=self._usage + usage,
+            model_id=self.request.model_id,
+            backend=self._backend_name,
+            latency_ms=latency_ms,
+        )
+        if self._finish is not None:
+            completion = self._finish(completion)
+        self.completion = completion
+        if self._on_complete is not None:
+            self._on_complete(completion)
+
+
+class Stream(StreamState, Iterator[str]):
     """Iterate for text deltas; use as a context manager to release the HTTP stream early.
 
     >>> with client.stream([{"role": "user", "content": "Tell me a story"}]) as stream:
@@ -98,19 +208,16 @@ class Stream(Iterator[str]):
         finish: Callable[[Completion], Completion] | None = None,
         on_complete: Callable[[Completion], None] | None = None,
     ) -> None:
-        self.request = request
-        self.resume = resume
-        self.completion: Completion | None = None
-        self.resumes = 0
+        super().__init__(
+            backend_name=backend.name,
+            request=request,
+            policy=policy,
+            counter=counter,
+            resume=resume,
+            finish=finish,
+            on_complete=on_complete,
+        )
         self._backend = backend
-        self._policy = policy
-        self._counter = counter
-        self._finish = finish
-        self._on_complete = on_complete
-        self._parts: list[str] = []
-        self._chunks = 0
-        self._usage = Usage()  # of interrupted pieces, estimated
-        self._started = time.perf_counter()
         self._events = self._run()
 
     # -- public surface ------------------------------------------------------------------
@@ -136,25 +243,12 @@ class Stream(Iterator[str]):
         """Stop reading and release the underlying HTTP stream. Safe to call twice."""
         self._events.close()
 
-    @property
-    def text(self) -> str:
-        """Everything received so far."""
-        return "".join(self._parts)
-
-    @property
-    def usage(self) -> Usage | None:
-        return self.completion.usage if self.completion is not None else None
-
     def until_done(self) -> Completion:
         """Read to the end and return the final completion."""
         for _ in self:
             pass
         if self.completion is None:  # closed early by the caller
-            raise StreamInterrupted(
-                "the stream was closed before it finished",
-                partial_text=self.text,
-                output_tokens=self._chunks,
-            )
+            raise self._closed_early()
         return self.completion
 
     # -- machinery -----------------------------------------------------------------------
@@ -207,68 +301,15 @@ class Stream(Iterator[str]):
                 if isinstance(event, StreamEnd):
                     return event
                 if event.text:
-                    self._parts.append(event.text)
-                    self._chunks += 1
+                    self._received(event.text)
                     yield event.text
         raise _Dropped("the stream ended without a stop reason (connection dropped?)")
-
-    def _produced_tokens(self) -> int:
-        if self._counter.exact:
-            return self._counter.count_text(self.text)
-        # Bedrock streams Mistral roughly one token per chunk; the character estimate
-        # would overcount and cut the resumed answer short.
-        return self._chunks
 
     def _after_failure(
         self, request: CompletionRequest, err: BedrockMistralError, *, reopen_failed: bool
     ) -> CompletionRequest | None:
         """Resume from the partial text, or raise StreamInterrupted with it."""
-        produced = self._produced_tokens()
-        attempts_left = self.resumes + 1 < self._policy.max_attempts
-        if not (self.resume and err.retryable and attempts_left and not reopen_failed):
-            raise StreamInterrupted(
-                f"the stream was interrupted after {len(self.text)} characters ({err})",
-                partial_text=self.text,
-                output_tokens=produced,
-                # The CLI keeps the partial text itself; resume is an SDK argument.
-                fix=None if self.resume else _RESUME_FIX,
-            ) from err
-        self.resumes += 1
-        piece_text = self.text[len(request.prompt) - len(self.request.prompt) :]
-        self._usage = self._usage + Usage(
-            input_tokens=self._counter.count_prompt(request.prompt),
-            output_tokens=self._counter.count_text(piece_text),
-        )
-        following = continuation_request(self.request, self.text, produced)
-        if following is None:
-            logger.info(
-                "stream interrupted after %d characters with its token budget spent", len(self.text)
-            )
-            return None
-        delay = compute_delay(self._policy, self.resumes, err)
-        logger.info(
-            "stream interrupted after %d characters (%s); resuming (resume %d) in %.2fs",
-            len(self.text),
-            err,
-            self.resumes,
-            delay,
-        )
-        self._policy.sleep(delay)
+        following, delay = self._plan_resume(request, err, reopen_failed=reopen_failed)
+        if following is not None:
+            self._policy.sleep(delay)
         return following
-
-    def _complete(self, stop_reason: str, usage: Usage, latency_ms: float | None) -> None:
-        if self.resumes or latency_ms is None:
-            latency_ms = (time.perf_counter() - self._started) * 1000.0
-        completion = Completion(
-            text=self.text,
-            stop_reason="length" if stop_reason == "length" else "stop",
-            usage=self._usage + usage,
-            model_id=self.request.model_id,
-            backend=self._backend.name,
-            latency_ms=latency_ms,
-        )
-        if self._finish is not None:
-            completion = self._finish(completion)
-        self.completion = completion
-        if self._on_complete is not None:
-            self._on_complete(completion)

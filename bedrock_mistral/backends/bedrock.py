@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     import boto3
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
 
+    from bedrock_mistral.backends.bedrock_async import AsyncBedrockBackend
     from bedrock_mistral.models import ModelSpec
 
 __all__ = [
@@ -72,6 +73,7 @@ class _Clients:
     stream: BedrockRuntimeClient
     region: str
     endpoint: str
+    session: boto3.session.Session | None = None  # the async transport signs with its credentials
 
 
 def _positive(name: str, value: float | int) -> None:
@@ -240,7 +242,11 @@ class BedrockBackend:
             "bedrock-runtime clients ready: region=%s endpoint=%s", region, invoke.meta.endpoint_url
         )
         return _Clients(
-            invoke=invoke, stream=stream, region=region, endpoint=invoke.meta.endpoint_url
+            invoke=invoke,
+            stream=stream,
+            region=region,
+            endpoint=invoke.meta.endpoint_url,
+            session=session,
         )
 
     def _resolve_region(self, session: boto3.session.Session, endpoint: str | None) -> str:
@@ -264,6 +270,12 @@ class BedrockBackend:
         if clients is not None:
             clients.invoke.close()
             clients.stream.close()
+
+    def async_backend(self) -> AsyncBedrockBackend:
+        """The asyncio twin on the same settings (httpx, signed with botocore's SigV4)."""
+        from bedrock_mistral.backends.bedrock_async import AsyncBedrockBackend
+
+        return AsyncBedrockBackend(self)
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -387,29 +399,20 @@ class BedrockBackend:
 
 def _stream_events(body: Any, ctx: Any, started: float) -> Iterator[TextDelta | StreamEnd]:
     from bedrock_mistral.backends.bedrock_errors import MAPPED_ERRORS, map_error
-    from bedrock_mistral.backends.bedrock_wire import parse_chunk
+    from bedrock_mistral.backends.bedrock_wire import StreamTally
 
-    reason = None
-    usage: Usage | None = None
-    latency_ms = first_byte_ms = None
+    tally = StreamTally()
+    tally.started = started
     try:
         for event in body:
             chunk = event.get("chunk")
             if chunk is None:
                 continue  # an event type this SDK does not know; botocore raises for errors
-            parsed = parse_chunk(chunk["bytes"])
-            if parsed.text:
-                yield TextDelta(text=parsed.text)
-            reason = parsed.stop_reason or reason
-            usage = parsed.usage or usage
-            latency_ms = parsed.latency_ms if parsed.latency_ms is not None else latency_ms
-            first_byte_ms = (
-                parsed.first_byte_latency_ms
-                if parsed.first_byte_latency_ms is not None
-                else first_byte_ms
-            )
+            delta = tally.feed(chunk["bytes"])
+            if delta is not None:
+                yield delta
     except MAPPED_ERRORS as err:
-        if reason is None:
+        if tally.reason is None:
             raise map_error(err, ctx) from err
         # The answer was complete (stop reason seen); only the tail of the connection failed.
         logger.debug(
@@ -417,14 +420,8 @@ def _stream_events(body: Any, ctx: Any, started: float) -> Iterator[TextDelta | 
         )
     finally:
         body.close()
-    if reason is None:
+    end = tally.end()
+    if end is None:
         logger.debug("stream for %s ended without a stop reason", ctx.model_id)
         return
-    yield StreamEnd(
-        stop_reason=reason,
-        usage=usage or Usage(),
-        latency_ms=latency_ms
-        if latency_ms is not None
-        else (time.perf_counter() - started) * 1000.0,
-        first_byte_latency_ms=first_byte_ms,
-    )
+    yield end

@@ -13,18 +13,20 @@ answers in the other shape still parses. Anything else is an error, never a gues
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from bedrock_mistral.errors import APIError
 from bedrock_mistral.models import Dialect
-from bedrock_mistral.types import CompletionRequest, StopReason, Usage
+from bedrock_mistral.types import CompletionRequest, StopReason, StreamEnd, TextDelta, Usage
 
 __all__ = [
     "METRICS_KEY",
     "ParsedChunk",
     "ParsedResponse",
+    "StreamTally",
     "chat_body",
     "parse_chunk",
     "parse_response",
@@ -201,3 +203,46 @@ def usage_from_headers(headers: Mapping[str, Any]) -> tuple[Usage | None, float 
         usage = Usage(input_tokens=input_tokens or 0, output_tokens=output_tokens or 0)
     latency = _int_header(headers, _LATENCY)
     return usage, float(latency) if latency is not None else None
+
+
+class StreamTally:
+    """Reads a stream's chunks into deltas and keeps what its end reports (both transports).
+
+    ``reason`` stays None until a chunk carries a stop reason: a stream cut before that
+    was interrupted, one cut after it was complete.
+    """
+
+    __slots__ = ("first_byte_ms", "latency_ms", "reason", "started", "usage")
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.reason: StopReason | None = None
+        self.usage: Usage | None = None
+        self.latency_ms: float | None = None
+        self.first_byte_ms: float | None = None
+
+    def feed(self, raw: bytes) -> TextDelta | None:
+        """One ``chunk.bytes`` payload; the text it carries, if any."""
+        parsed = parse_chunk(raw)
+        if parsed.stop_reason is not None or parsed.usage is not None:
+            self.reason = parsed.stop_reason or self.reason
+            self.usage = parsed.usage or self.usage
+        if parsed.latency_ms is not None:
+            self.latency_ms = parsed.latency_ms
+        if parsed.first_byte_latency_ms is not None:
+            self.first_byte_ms = parsed.first_byte_latency_ms
+        return TextDelta(text=parsed.text) if parsed.text else None
+
+    def end(self) -> StreamEnd | None:
+        """The stream's StreamEnd, or None when no stop reason arrived."""
+        if self.reason is None:
+            return None
+        latency = self.latency_ms
+        return StreamEnd(
+            stop_reason=self.reason,
+            usage=self.usage or Usage(),
+            latency_ms=latency
+            if latency is not None
+            else (time.perf_counter() - self.started) * 1000.0,
+            first_byte_latency_ms=self.first_byte_ms,
+        )

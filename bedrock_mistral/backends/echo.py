@@ -27,6 +27,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from bedrock_mistral.prompt import BOS, EOS, INST_CLOSE, INST_OPEN
 from bedrock_mistral.tokens import min_tokens
@@ -39,6 +40,9 @@ from bedrock_mistral.types import (
     ToolCall,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from bedrock_mistral.backends.aio import InlineBackend
 
 __all__ = ["EchoBackend", "echo_reply", "echo_tool_calls", "last_user_text", "split_words"]
 
@@ -151,6 +155,12 @@ class EchoBackend:
     @property
     def context_window(self) -> int | None:
         return None
+
+    def async_backend(self) -> InlineBackend:
+        """For the async client: pure computation, so it runs on the loop, no thread."""
+        from bedrock_mistral.backends.aio import InlineBackend
+
+        return InlineBackend(self)
 
     def _plan(self, request: CompletionRequest) -> tuple[list[str], StopReason]:
         text = echo_reply(request)

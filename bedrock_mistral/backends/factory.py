@@ -49,9 +49,12 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bedrock_mistral.backends.base import Backend
+
+if TYPE_CHECKING:
+    from bedrock_mistral.backends.aio import AsyncBackend
 from bedrock_mistral.errors import (
     BackendUnavailableError,
     BedrockMistralError,
@@ -63,6 +66,7 @@ __all__ = [
     "BUILTIN_BACKENDS",
     "ENTRY_POINT_GROUP",
     "BackendInfo",
+    "create_async_backend",
     "create_backend",
     "list_backends",
 ]
@@ -280,6 +284,23 @@ def create_backend(spec: str | Backend, options: Mapping[str, Any] | None = None
         "registered as an entry point), package.module:attribute, or an object with name, "
         "complete(request) and stream(request)"
     )
+
+
+def create_async_backend(
+    spec: str | Backend | AsyncBackend, options: Mapping[str, Any] | None = None
+) -> AsyncBackend:
+    """The asyncio face of what :func:`create_backend` makes (``AsyncMistralClient`` uses it).
+
+    An async backend object (``async def complete``) is used as is; anything else is
+    made by :func:`create_backend` and adapted by
+    :func:`~bedrock_mistral.backends.aio.to_async` (native Bedrock over httpx, echo on the
+    loop, the local model in its worker thread, other backends in worker threads).
+    """
+    from bedrock_mistral.backends.aio import is_async_backend, to_async
+
+    if is_async_backend(spec):
+        return spec  # type: ignore[return-value]
+    return to_async(create_backend(spec, options))  # type: ignore[arg-type]
 
 
 # -- listing -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ its forward calls are serialised one decode step at a time, so concurrent stream
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
 import threading
 import time
@@ -30,6 +31,7 @@ from bedrock_mistral.errors import (
 from bedrock_mistral.types import Completion, CompletionRequest, StreamEnd, TextDelta, Usage
 
 if TYPE_CHECKING:
+    from bedrock_mistral.backends.aio import ThreadedBackend
     from local_backend.generate import TextStream
     from local_backend.runtime import LocalModel
 
@@ -41,6 +43,7 @@ _REQUIRED = ("torch", "safetensors", "sentencepiece")
 _models: dict[tuple[str, str | None], LocalModel] = {}
 _registry_lock = threading.Lock()
 _load_locks: dict[tuple[str, str | None], threading.Lock] = {}
+_workers: dict[tuple[str, str | None], concurrent.futures.ThreadPoolExecutor] = {}
 
 
 def unavailable_reason() -> str | None:
@@ -61,7 +64,7 @@ def _check_installed() -> None:
 
 def shared_model(model_path: str | Path | None, dtype: str | None) -> LocalModel:
     """The process-wide model for (path, dtype), loaded on first use (thread-safe)."""
-    key = (str(Path(model_path).expanduser().resolve()) if model_path else "<bundled>", dtype)
+    key = _key(model_path, dtype)
     with _registry_lock:
         if key in _models:
             return _models[key]
@@ -72,6 +75,24 @@ def shared_model(model_path: str | Path | None, dtype: str | None) -> LocalModel
             with _registry_lock:
                 _models[key] = model
     return _models[key]
+
+
+def _key(model_path: str | Path | None, dtype: str | None) -> tuple[str, str | None]:
+    return (str(Path(model_path).expanduser().resolve()) if model_path else "<bundled>", dtype)
+
+
+def model_worker(
+    model_path: str | Path | None, dtype: str | None
+) -> concurrent.futures.ThreadPoolExecutor:
+    """The one thread that runs the async client's generations for this model, in turn."""
+    key = _key(model_path, dtype)
+    with _registry_lock:
+        worker = _workers.get(key)
+        if worker is None:
+            worker = _workers[key] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="bedrock-mistral-local"
+            )
+        return worker
 
 
 def _load(model_path: str | Path | None, dtype: str | None) -> LocalModel:
@@ -113,6 +134,13 @@ class LocalBackend:
     def model(self) -> LocalModel:
         """The shared loaded model (loads it on first use)."""
         return shared_model(self.model_path, self.dtype)
+
+    def async_backend(self) -> ThreadedBackend:
+        """For the async client: generations run off the loop in this model's one worker
+        thread, one at a time (others queue), tokens handed to the loop as they come."""
+        from bedrock_mistral.backends.aio import ThreadedBackend
+
+        return ThreadedBackend(self, executor=model_worker(self.model_path, self.dtype))
 
     # -- TokenCounter -----------------------------------------------------------------------
 

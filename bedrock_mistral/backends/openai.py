@@ -39,7 +39,14 @@ from bedrock_mistral.backends.openai_presets import (
 )
 from bedrock_mistral.backends.openai_wire import PromptMode, build_body
 from bedrock_mistral.errors import Arg, BedrockMistralError, ConfigurationError, Fix
-from bedrock_mistral.types import Completion, CompletionRequest, StreamEnd, TextDelta, Usage
+from bedrock_mistral.types import (
+    Completion,
+    CompletionRequest,
+    StopReason,
+    StreamEnd,
+    TextDelta,
+    Usage,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -352,7 +359,7 @@ class OpenAIBackend:
 
 @dataclass
 class _StreamState:
-    reason: Literal["stop", "length"] | None = None
+    reason: StopReason | None = None
     usage: Usage | None = None
     first_ms: float | None = None
 

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from bedrock_mistral.client import MistralClient
     from bedrock_mistral.types import Completion, CompletionRequest
 
-__all__ = ["DEFAULT_CONCURRENCY", "BatchRun", "run_batch"]
+__all__ = ["DEFAULT_CONCURRENCY", "BatchRun", "DispatchState", "plan_run", "run_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,17 +73,13 @@ class _Job:
     ticket: int = 0
 
 
-class BatchRun:
-    """An iterator of :class:`BatchResult` in completion order, with live ``stats`` and ``limiter``.
-
-    Input problems come first (as error results, nothing sent), then results as requests
-    finish. Stopping early (``close()``, leaving the ``with`` block, Ctrl-C) drops what is
-    still in flight: those records simply have no result.
-    """
+class DispatchState:
+    """What the sync and the async dispatchers share: which record goes next, what an
+    outcome means (done, retry after a wait, failed), the limiter and the totals."""
 
     def __init__(
         self,
-        client: MistralClient,
+        client: Any,
         parsed: ParsedInput,
         *,
         limiter: AdaptiveLimiter,
@@ -99,89 +95,39 @@ class BatchRun:
         self.stats = BatchStats(total=len(parsed.records) + len(parsed.problems), skipped=skipped)
         self.in_flight = 0
         self._policy: RetryPolicy = client.retry
-        # One attempt per call; the dispatcher below is the retry loop.
+        # One attempt per call; the dispatcher is the retry loop.
         self._single = copy.copy(client)
         self._single.retry = dataclasses.replace(client.retry, max_attempts=1)
         self._parsed = parsed
         self._clock = clock
-        self._results = self._dispatch()
-
-    def __iter__(self) -> Iterator[BatchResult]:
-        return self
-
-    def __next__(self) -> BatchResult:
-        return next(self._results)
-
-    def close(self) -> None:
-        self._results.close()
-
-    def __enter__(self) -> BatchRun:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- the dispatcher (runs in the consumer's thread) --------------------------------------
-
-    def _dispatch(self) -> Generator[BatchResult, None, None]:
-        self.stats.started = time.monotonic()
-        for problem in self._parsed.problems:
-            yield self._account(BatchResult.input_problem(problem))
-        pool: WorkerPool[_Job, Completion] = WorkerPool(
-            self._attempt, max_workers=self.limiter.max_limit
-        )
-        fresh = deque(_Job(record) for record in self._parsed.records)
-        waiting: list[tuple[float, int, _Job]] = []  # (due, tie-break, job): retries in backoff
-        order = itertools.count()
-        try:
-            while fresh or waiting or self.in_flight:
-                for refused in self._send(pool, fresh, waiting):
-                    yield self._account(refused)
-                outcome = pool.get(timeout=self._wait_time(waiting))
-                if outcome is None:
-                    continue
-                self.in_flight -= 1
-                result, delay = self._settle(outcome)
-                if result is not None:
-                    yield self._account(result)
-                else:
-                    heapq.heappush(waiting, (self._clock() + delay, next(order), outcome.job))
-        finally:
-            pool.close()
-            self.stats.ended = time.monotonic()
 
     def _account(self, result: BatchResult) -> BatchResult:
         self.stats.add(result)
         return result
 
-    def _send(
-        self,
-        pool: WorkerPool[_Job, Completion],
-        fresh: deque[_Job],
-        waiting: list[tuple[float, int, _Job]],
-    ) -> list[BatchResult]:
-        """Fill free slots, retries first (they have waited longest); return refused records."""
-        refused: list[BatchResult] = []
-        now = self._clock()
-        while self.in_flight < self.limiter.limit:
-            if waiting and waiting[0][0] <= now:
-                job = heapq.heappop(waiting)[2]
-            elif fresh:
-                job = fresh.popleft()
-                try:
-                    job.request = self._prepare(job.record)
-                except BedrockMistralError as error:  # refused before the network: no attempt
-                    refused.append(_refused(job.record, error))
-                    continue
-            else:
-                break
-            job.attempts += 1
-            job.ticket = self.limiter.ticket()
-            if job.first_sent is None:
-                job.first_sent = now
-            pool.submit(job)
-            self.in_flight += 1
-        return refused
+    def _take(
+        self, fresh: deque[_Job], waiting: list[tuple[float, int, _Job]], now: float
+    ) -> _Job | BatchResult | None:
+        """The next job to send (retries first: they have waited longest), a record refused
+        before the network, or None when nothing may go now."""
+        if self.in_flight >= self.limiter.limit:
+            return None
+        if waiting and waiting[0][0] <= now:
+            job = heapq.heappop(waiting)[2]
+        elif fresh:
+            job = fresh.popleft()
+            try:
+                job.request = self._prepare(job.record)
+            except BedrockMistralError as error:  # refused before the network: no attempt
+                return _refused(job.record, error)
+        else:
+            return None
+        job.attempts += 1
+        job.ticket = self.limiter.ticket()
+        if job.first_sent is None:
+            job.first_sent = now
+        self.in_flight += 1
+        return job
 
     def _wait_time(self, waiting: list[tuple[float, int, _Job]]) -> float:
         if waiting and self.in_flight < self.limiter.limit:
@@ -231,12 +177,107 @@ class BatchRun:
     def _prepare(self, record: BatchRecord) -> CompletionRequest:
         """Validate against the model and format the prompt; sends nothing."""
         conversation: Any = list(record.messages) if record.messages is not None else record.prompt
-        return self._single.prepare(conversation, **{**self.params, **record.params})
+        request: CompletionRequest = self._single.prepare(
+            conversation, **{**self.params, **record.params}
+        )
+        return request
+
+
+class BatchRun(DispatchState):
+    """An iterator of :class:`BatchResult` in completion order, with live ``stats`` and ``limiter``.
+
+    Input problems come first (as error results, nothing sent), then results as requests
+    finish. Stopping early (``close()``, leaving the ``with`` block, Ctrl-C) drops what is
+    still in flight: those records simply have no result.
+    """
+
+    def __init__(
+        self,
+        client: MistralClient,
+        parsed: ParsedInput,
+        *,
+        limiter: AdaptiveLimiter,
+        max_attempts: int,
+        params: Mapping[str, Any] | None = None,
+        skipped: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            client,
+            parsed,
+            limiter=limiter,
+            max_attempts=max_attempts,
+            params=params,
+            skipped=skipped,
+            clock=clock,
+        )
+        self._results = self._dispatch()
+
+    def __iter__(self) -> Iterator[BatchResult]:
+        return self
+
+    def __next__(self) -> BatchResult:
+        return next(self._results)
+
+    def close(self) -> None:
+        self._results.close()
+
+    def __enter__(self) -> BatchRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the dispatcher (runs in the consumer's thread) --------------------------------------
+
+    def _dispatch(self) -> Generator[BatchResult, None, None]:
+        self.stats.started = time.monotonic()
+        for problem in self._parsed.problems:
+            yield self._account(BatchResult.input_problem(problem))
+        pool: WorkerPool[_Job, Completion] = WorkerPool(
+            self._attempt, max_workers=self.limiter.max_limit
+        )
+        fresh = deque(_Job(record) for record in self._parsed.records)
+        waiting: list[tuple[float, int, _Job]] = []  # (due, tie-break, job): retries in backoff
+        order = itertools.count()
+        try:
+            while fresh or waiting or self.in_flight:
+                for refused in self._send(pool, fresh, waiting):
+                    yield self._account(refused)
+                outcome = pool.get(timeout=self._wait_time(waiting))
+                if outcome is None:
+                    continue
+                self.in_flight -= 1
+                result, delay = self._settle(outcome)
+                if result is not None:
+                    yield self._account(result)
+                else:
+                    heapq.heappush(waiting, (self._clock() + delay, next(order), outcome.job))
+        finally:
+            pool.close()
+            self.stats.ended = time.monotonic()
+
+    def _send(
+        self,
+        pool: WorkerPool[_Job, Completion],
+        fresh: deque[_Job],
+        waiting: list[tuple[float, int, _Job]],
+    ) -> list[BatchResult]:
+        """Fill free slots; return the records refused before the network."""
+        refused: list[BatchResult] = []
+        now = self._clock()
+        while (taken := self._take(fresh, waiting, now)) is not None:
+            if isinstance(taken, BatchResult):
+                refused.append(taken)
+            else:
+                pool.submit(taken)
+        return refused
 
     def _attempt(self, job: _Job) -> Completion:
         """One request (runs in a worker thread)."""
         assert job.request is not None
-        return self._single.invoke(job.request)
+        completion: Completion = self._single.invoke(job.request)
+        return completion
 
 
 def _refused(record: BatchRecord, error: BedrockMistralError) -> BatchResult:
@@ -279,6 +320,33 @@ def run_batch(
     Duplicate ids raise :class:`~bedrock_mistral.batch.records.DuplicateIdError` here,
     before anything is sent.
     """
+    todo, limiter, attempts, skipped = plan_run(
+        client,
+        records,
+        concurrency=concurrency,
+        adaptive=adaptive,
+        max_attempts=max_attempts,
+        initial_concurrency=initial_concurrency,
+        skip=skip,
+        skip_lines=skip_lines,
+    )
+    return BatchRun(
+        client, todo, limiter=limiter, max_attempts=attempts, params=params, skipped=skipped
+    )
+
+
+def plan_run(
+    client: Any,
+    records: Iterable[RecordLike] | ParsedInput,
+    *,
+    concurrency: int,
+    adaptive: bool,
+    max_attempts: int | None,
+    initial_concurrency: int | None,
+    skip: Collection[str],
+    skip_lines: Collection[int],
+) -> tuple[ParsedInput, AdaptiveLimiter, int, int]:
+    """Check the options and the ids; (what to send, the limiter, attempts, records skipped)."""
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigurationError(f"concurrency={concurrency!r} is not allowed: an integer >= 1")
     attempts = client.retry.max_attempts if max_attempts is None else max_attempts
@@ -292,6 +360,4 @@ def run_batch(
     )
     skipped = len(parsed.records) + len(parsed.problems) - len(todo.records) - len(todo.problems)
     limiter = AdaptiveLimiter(concurrency, adaptive=adaptive, initial=initial_concurrency)
-    return BatchRun(
-        client, todo, limiter=limiter, max_attempts=attempts, params=params, skipped=skipped
-    )
+    return todo, limiter, attempts, skipped
