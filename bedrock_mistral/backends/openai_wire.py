@@ -51,7 +51,8 @@ def build_body(
     body: dict[str, Any] = {"model": model}
     if _uses_chat(request, mode):
         path = CHAT_PATH
-        body["messages"] = [m.model_dump() for m in request.messages or ()]
+        # Role and text only: the engine applies its own template to them.
+        body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages or ()]
     else:
         path = COMPLETIONS_PATH
         body["prompt"] = request.prompt
