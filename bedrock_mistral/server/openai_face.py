@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from bedrock_mistral.client import MistralClient
-from bedrock_mistral.errors import BedrockMistralError, StreamInterrupted, ValidationError
+from bedrock_mistral.errors import BedrockMistralError, ValidationError
 from bedrock_mistral.models import ModelSpec
 from bedrock_mistral.server.errors import BedrockError
 from bedrock_mistral.server.handlers import Call, Outcome, StreamShape, stream_answer
@@ -40,7 +40,7 @@ from bedrock_mistral.server.openai_schema import (
     parse_request,
 )
 from bedrock_mistral.server.schema import parse_json
-from bedrock_mistral.streaming import Stream
+from bedrock_mistral.streaming import open_stream
 from bedrock_mistral.types import CompletionRequest, StreamEnd, TextDelta
 
 if TYPE_CHECKING:
@@ -84,18 +84,19 @@ def _unauthorized() -> OpenAIError:
     )
 
 
-def _stream_events(stream: Stream) -> Iterator[TextDelta | StreamEnd]:
-    """A client :class:`Stream` (retries before the first text) as backend events."""
-    with stream:
-        try:
-            for text in stream:
-                yield TextDelta(text=text)
-        except StreamInterrupted as err:
-            # The face reports what broke; the SDK's advice (resume=True) is not for it.
-            raise (err.__cause__ or err) from err
-        done = stream.completion
-        assert done is not None  # the loop ended, so the stream finished
-        yield StreamEnd(stop_reason=done.stop_reason, usage=done.usage, latency_ms=done.latency_ms)
+def _stream_events(
+    client: MistralClient, request: CompletionRequest
+) -> Iterator[TextDelta | StreamEnd]:
+    """The backend's events, its opening retried under the client's policy (as the SDK's
+    :class:`~bedrock_mistral.streaming.Stream` does) until the first text arrives."""
+    iterator, primed = open_stream(client.backend, request, client.retry)
+    try:
+        yield from primed
+        yield from iterator
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
 
 
 class OpenAIFace:
@@ -259,5 +260,5 @@ class OpenAIFace:
             ],
             error=lambda error: openai_error(error).event(),
         )
-        events = self.app.runner.events(lambda: _stream_events(client.invoke_stream(prepared)))
+        events = self.app.runner.events(lambda: _stream_events(client, prepared))
         await stream_answer(call, events, shape)
