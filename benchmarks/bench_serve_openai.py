@@ -127,9 +127,8 @@ def main() -> None:
             bedrock = best[(stream, concurrency, "bedrock")]
             openai = best[(stream, concurrency, "openai")]
             mode = "stream" if stream else "invoke"
-            print(
-                f"| {mode} | {concurrency} | {bedrock:.0f} | {openai:.0f} | {openai / bedrock:.2f} |"
-            )
+            ratio = openai / bedrock
+            print(f"| {mode} | {concurrency} | {bedrock:.0f} | {openai:.0f} | {ratio:.2f} |")
 
 
 if __name__ == "__main__":
