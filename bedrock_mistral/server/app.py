@@ -149,10 +149,8 @@ class BedrockApp:
         workers = self.config.workers or getattr(backend, "max_parallel", None) or DEFAULT_WORKERS
         self.runner = BackendRunner(backend, workers=workers)
         self.openai = OpenAIFace(self)
-        self._faces = (
-            Face(self._serve, to_bedrock_error, _too_large),
-            Face(self.openai.serve, openai_error, too_large),
-        )
+        self._bedrock_face = Face(self._serve, to_bedrock_error, _too_large)
+        self._openai_face = Face(self.openai.serve, openai_error, too_large)
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -172,7 +170,8 @@ class BedrockApp:
 
     async def _http(self, exchange: Exchange) -> None:
         request = _Request(self, exchange)
-        face = self._faces[is_openai_path(exchange.raw_path)]
+        openai = is_openai_path(exchange.raw_path)
+        face = self._openai_face if openai else self._bedrock_face
         try:
             await face.serve(request)
         except DropRequested:
