@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from bedrock_mistral.backends.base import Backend
     from bedrock_mistral.tokens import PromptCounter
 
-__all__ = ["Stream", "StreamState", "continuation_request"]
+__all__ = ["Stream", "StreamState", "continuation_request", "open_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,31 @@ def _close(iterator: object) -> None:
 
 class _Dropped(APIConnectionError):
     """A stream that ended without a stop reason."""
+
+
+def open_stream(
+    backend: Backend, request: CompletionRequest, policy: RetryPolicy
+) -> tuple[Iterator[Event], list[Event]]:
+    """Start a backend stream and read up to its first text, retrying transient failures.
+
+    Returns the open iterator and the events read so far (the caller closes the iterator).
+    """
+
+    def attempt() -> tuple[Iterator[Event], list[Event]]:
+        iterator = iter(backend.stream(request))
+        primed: list[Event] = []
+        try:
+            for event in iterator:
+                primed.append(event)
+                if isinstance(event, StreamEnd) or event.text:
+                    return iterator, primed
+        except BaseException:
+            _close(iterator)
+            raise
+        _close(iterator)
+        raise _Dropped("the stream ended before any text or stop reason arrived")
+
+    return call_with_retry(policy, attempt, operation=f"{backend.name} stream")
 
 
 class StreamState:
@@ -275,23 +300,7 @@ class Stream(StreamState, Iterator[str]):
         self._complete("length", Usage(), None)
 
     def _open(self, request: CompletionRequest) -> tuple[Iterator[Event], list[Event]]:
-        """Start a backend stream and read up to its first text, retrying transient failures."""
-
-        def attempt() -> tuple[Iterator[Event], list[Event]]:
-            iterator = iter(self._backend.stream(request))
-            primed: list[Event] = []
-            try:
-                for event in iterator:
-                    primed.append(event)
-                    if isinstance(event, StreamEnd) or event.text:
-                        return iterator, primed
-            except BaseException:
-                _close(iterator)
-                raise
-            _close(iterator)
-            raise _Dropped("the stream ended before any text or stop reason arrived")
-
-        return call_with_retry(self._policy, attempt, operation=f"{self._backend.name} stream")
+        return open_stream(self._backend, request, self._policy)
 
     def _pump(
         self, iterator: Iterator[Event], primed: Iterable[Event]

@@ -1,4 +1,4 @@
-"""``bedrock-mistral serve``: the Bedrock runtime protocol on a local port.
+"""``bedrock-mistral serve``: the Bedrock runtime protocol and the OpenAI API on a local port.
 
 Imports of the server stack (uvicorn, the backends) happen inside the command,
 so ``bedrock-mistral --help`` stays cheap.
@@ -92,6 +92,19 @@ class FaultParam(click.ParamType[tuple[str, float], str]):
 )
 @click.option("--seed", type=int, help="Seed for the fault draws, for repeatable runs.")
 @click.option(
+    "--api-key",
+    envvar="BEDROCK_MISTRAL_SERVE_API_KEY",
+    help="Require KEY on every request: OpenAI clients send it as their api_key (a bearer "
+    "token), Bedrock clients as AWS_ACCESS_KEY_ID. Needed to listen beyond loopback. "
+    "[env: BEDROCK_MISTRAL_SERVE_API_KEY]",
+)
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    help="Listen on a non-loopback --host without an API key (only on a network that is "
+    "already private).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -108,14 +121,21 @@ def serve(
     latency_ms: float,
     faults: tuple[tuple[str, float], ...],
     seed: int | None,
+    api_key: str | None,
+    insecure_no_auth: bool,
     log_level: str,
 ) -> None:
-    """Serve Mistral models over the Bedrock runtime protocol, locally.
+    """Serve Mistral models over the Bedrock runtime protocol and the OpenAI API, locally.
 
     \b
     bedrock-mistral serve --backend echo --port 8000
     AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://127.0.0.1:8000 python my_bedrock_app.py
+    OPENAI_BASE_URL=http://127.0.0.1:8000/v1 OPENAI_API_KEY=unused python my_openai_app.py
     """
+    from bedrock_mistral.server.auth import check_exposure
+
+    # Before the backend is built or anything binds: a refusal costs nothing.
+    check_exposure(host, api_key, insecure_no_auth=insecure_no_auth)
     from bedrock_mistral.server.app import BedrockApp
     from bedrock_mistral.server.config import ServerConfig
     from bedrock_mistral.server.runner import run_server
@@ -133,6 +153,7 @@ def serve(
         latency_ms=latency_ms,
         faults=totals,
         seed=seed,
+        api_key=api_key or None,
     )
     chosen = _backend(backend, local_model)
     app = BedrockApp(chosen, config, stats=ServerStats(max_records=10_000))
@@ -141,7 +162,8 @@ def serve(
         host=host,
         port=port,
         log_level=log_level,
-        on_ready=lambda url: _announce(url, chosen.name),
+        on_ready=lambda url: _announce(url, chosen.name, keyed=bool(api_key)),
+        insecure_no_auth=insecure_no_auth,
     )
 
 
@@ -167,11 +189,14 @@ def _warm(backend: Any) -> Any:
     return backend
 
 
-def _announce(url: str, backend_name: str) -> None:
+def _announce(url: str, backend_name: str, *, keyed: bool = False) -> None:
     click.echo(f"Bedrock runtime ({backend_name} backend) listening on {url}")
     click.echo("Point any Bedrock client at it, e.g.:")
     click.echo(f"  export AWS_ENDPOINT_URL_BEDROCK_RUNTIME={url}")
     click.echo(
         "  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1"
     )
+    if keyed:
+        click.echo("  (with --api-key: AWS_ACCESS_KEY_ID=<the key>)")
+    click.echo(f"OpenAI API: base_url={url}/v1 (chat/completions, completions, models)")
     click.echo("Press Ctrl-C to stop.")

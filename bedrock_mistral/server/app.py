@@ -5,16 +5,22 @@ oversized body from its Content-Length, draw this request's fault, admit it unde
 ``max_concurrency`` (or answer ThrottlingException at once), read the capped body,
 resolve the model, wait ``latency_ms``, and hand over to the operation's handler.
 Whatever escapes becomes a Bedrock-shaped error; nothing ever answers with a traceback.
+
+Paths under ``/v1/`` go to the OpenAI face (``openai_face.py``) instead, which uses the
+same admission, faults, stats and backend runner, and words its errors as OpenAI does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from bedrock_mistral.backends.base import Backend
+from bedrock_mistral.server.auth import key_matches
 from bedrock_mistral.server.config import DEFAULT_WORKERS, ServerConfig
 from bedrock_mistral.server.errors import BedrockError
 from bedrock_mistral.server.exchange import (
@@ -22,14 +28,22 @@ from bedrock_mistral.server.exchange import (
     ClientDisconnected,
     ConnectionDropped,
     DropRequested,
+    ErrorReply,
     Exchange,
     Receive,
     Send,
 )
 from bedrock_mistral.server.faults import HTTP_FAULTS, FaultKind, FaultPlan, fault_error
 from bedrock_mistral.server.handlers import HANDLERS, Call, Outcome, to_bedrock_error
+from bedrock_mistral.server.openai_errors import openai_error, too_large
+from bedrock_mistral.server.openai_face import OpenAIFace, is_openai_path
 from bedrock_mistral.server.routing import ModelCatalog, match_route
-from bedrock_mistral.server.stats import ConcurrencyGate, RequestRecord, ServerStats, parse_attempt
+from bedrock_mistral.server.stats import (
+    ConcurrencyGate,
+    RequestRecord,
+    ServerStats,
+    request_attempt,
+)
 from bedrock_mistral.server.worker import BackendRunner
 
 __all__ = ["BedrockApp", "create_app"]
@@ -37,6 +51,10 @@ __all__ = ["BedrockApp", "create_app"]
 logger = logging.getLogger("bedrock_mistral.server")
 
 _THROTTLED = "Too many requests, please wait before trying again."
+_UNAUTHORIZED = (
+    "Missing or wrong API key: this server was started with --api-key. A Bedrock client "
+    "sends the key as its access key id (AWS_ACCESS_KEY_ID=KEY, any secret)."
+)
 
 
 class _Request:
@@ -79,7 +97,7 @@ class _Request:
             operation=self.operation,
             model_id=self.model_id,
             status=outcome.status,
-            attempt=parse_attempt(self.exchange.headers.get("amz-sdk-request")),
+            attempt=request_attempt(self.exchange.headers),
             input_tokens=outcome.usage.input_tokens,
             output_tokens=outcome.usage.output_tokens,
             latency_ms=latency,
@@ -101,8 +119,17 @@ class _Request:
         )
 
 
+@dataclass(frozen=True)
+class Face:
+    """One API the server speaks: how it serves a request, and how it words an error."""
+
+    serve: Callable[[_Request], Awaitable[None]]
+    error: Callable[[BaseException], ErrorReply]
+    too_large: Callable[[int], ErrorReply]
+
+
 class BedrockApp:
-    """Serves any :class:`Backend` over the Bedrock runtime protocol (an ASGI 3 app)."""
+    """Serves any :class:`Backend` over the Bedrock runtime protocol and the OpenAI API."""
 
     def __init__(
         self,
@@ -121,6 +148,9 @@ class BedrockApp:
         self.gate = ConcurrencyGate(self.config.max_concurrency, self.stats)
         workers = self.config.workers or getattr(backend, "max_parallel", None) or DEFAULT_WORKERS
         self.runner = BackendRunner(backend, workers=workers)
+        self.openai = OpenAIFace(self)
+        self._bedrock_face = Face(self._serve, to_bedrock_error, _too_large)
+        self._openai_face = Face(self.openai.serve, openai_error, too_large)
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -140,14 +170,16 @@ class BedrockApp:
 
     async def _http(self, exchange: Exchange) -> None:
         request = _Request(self, exchange)
+        openai = is_openai_path(exchange.raw_path)
+        face = self._openai_face if openai else self._bedrock_face
         try:
-            await self._serve(request)
+            await face.serve(request)
         except DropRequested:
             request.finish(Outcome(status=0, error="dropped"))
             await exchange.abort()
         except BodyTooLarge:
-            error = _too_large(self.config.max_body_bytes)
-            request.finish(Outcome(status=error.status, error=error.code))
+            error = face.too_large(self.config.max_body_bytes)
+            request.finish(Outcome(status=error.status, error=error.name))
             await exchange.refuse(error)
         except ClientDisconnected:
             request.finish(Outcome(status=0, error="client disconnected"))
@@ -155,11 +187,11 @@ class BedrockApp:
             request.finish(Outcome(status=0, error="client disconnected"))
             raise
         except Exception as err:
-            await self._fail(request, err)
+            await self._fail(request, err, face)
 
-    async def _fail(self, request: _Request, err: Exception) -> None:
-        error = to_bedrock_error(err)
-        request.finish(Outcome(status=error.status, error=error.code))
+    async def _fail(self, request: _Request, err: Exception, face: Face) -> None:
+        error = face.error(err)
+        request.finish(Outcome(status=error.status, error=error.name))
         if request.exchange.response_started:
             # Too late for a status line: cut the connection so the client sees a broken
             # response rather than a clean-looking truncated one.
@@ -167,6 +199,30 @@ class BedrockApp:
             await request.exchange.abort()
             return
         await request.exchange.respond_error(error)
+
+    def authorized(self, exchange: Exchange) -> bool:
+        """Whether the request carries the API key, when the server has one."""
+        key = self.config.api_key
+        return not key or key_matches(exchange.headers, key)
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, request: _Request) -> AsyncIterator[bytes]:
+        """The steps every model request takes, on either face, yielding its body.
+
+        Refuse an oversized body from its Content-Length, draw the request's fault, take
+        a concurrency slot (or raise ThrottlingException at once), read the capped body;
+        the slot is given back when the block ends.
+        """
+        length = request.exchange.content_length()
+        if length is not None and length > self.config.max_body_bytes:
+            raise BodyTooLarge
+        request.fault = self.faults.next()
+        if not request.admit():
+            raise BedrockError("ThrottlingException", _THROTTLED)
+        try:
+            yield await request.exchange.read_body(self.config.max_body_bytes)
+        finally:
+            request.release()
 
     async def _serve(self, request: _Request) -> None:
         exchange = request.exchange
@@ -178,18 +234,12 @@ class BedrockApp:
             )
         request.model_id, operation = route
         request.operation = operation
-        length = exchange.content_length()
-        if length is not None and length > self.config.max_body_bytes:
-            raise BodyTooLarge
-        fault = self.faults.next()
-        request.fault = fault
-        if not request.admit():
-            raise BedrockError("ThrottlingException", _THROTTLED)
-        try:
-            body = await exchange.read_body(self.config.max_body_bytes)
+        if not self.authorized(exchange):
+            raise BedrockError("AccessDeniedException", _UNAUTHORIZED)
+        async with self.admitted(request) as body:
             spec = self.catalog.lookup(request.model_id)
-            await self._before_generation(
-                exchange, fault, spec.canonical_id, streaming=operation.endswith("stream")
+            await self.before_generation(
+                exchange, request.fault, spec.canonical_id, streaming=operation.endswith("stream")
             )
             call = Call(
                 exchange=exchange,
@@ -197,16 +247,14 @@ class BedrockApp:
                 model_id=request.model_id,
                 spec=spec,
                 body=body,
-                fault=fault,
+                fault=request.fault,
                 runner=self.runner,
                 config=self.config,
                 finish=request.finish,
             )
             await HANDLERS[operation](call)
-        finally:
-            request.release()
 
-    async def _before_generation(
+    async def before_generation(
         self, exchange: Exchange, fault: FaultKind | None, model_id: str, *, streaming: bool
     ) -> None:
         """Faults that strike before any generation, then the simulated latency."""

@@ -33,6 +33,7 @@ from bedrock_mistral.validation import MAX_STOP_SEQUENCES, TOP_K_RANGE
 __all__ = [
     "body_schema",
     "chat_chunk",
+    "chat_usage",
     "completion_body",
     "parse_native",
     "request_from_native",
@@ -169,11 +170,11 @@ def completion_body(spec: ModelSpec, completion: Completion, *, request_id: str)
                 "finish_reason": completion.stop_reason,
             }
         ],
-        "usage": _chat_usage(usage),
+        "usage": chat_usage(usage),
     }
 
 
-def _chat_usage(usage: Usage) -> dict[str, int]:
+def chat_usage(usage: Usage) -> dict[str, int]:
     return {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,

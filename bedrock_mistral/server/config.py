@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from bedrock_mistral.errors import ValidationError
 from bedrock_mistral.models import ModelSpec
+from bedrock_mistral.retry import RetryPolicy
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_WORKERS", "ServerConfig"]
 
@@ -21,6 +22,9 @@ class ServerConfig:
     ``model_ids`` None means every Mistral id in the registry; an entry may be a
     :class:`ModelSpec` for a model the registry does not list. ``workers`` None means
     the backend's ``max_parallel`` attribute if it has one, else ``DEFAULT_WORKERS``.
+    ``api_key`` set: every request needs ``Authorization: Bearer <api_key>``
+    (:mod:`bedrock_mistral.server.auth`). ``retry``: the policy the OpenAI face calls the
+    backend under (None: the SDK's default, as ``MistralClient`` uses).
     """
 
     model_ids: tuple[str | ModelSpec, ...] | None = None
@@ -33,6 +37,8 @@ class ServerConfig:
     stall_seconds: float = 30.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     workers: int | None = None
+    api_key: str | None = field(default=None, repr=False)
+    retry: RetryPolicy | None = None
 
     def __post_init__(self) -> None:
         _positive("max_concurrency", self.max_concurrency)

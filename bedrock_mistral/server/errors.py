@@ -77,6 +77,14 @@ class BedrockError(Exception):
         return STATUS[self.code]
 
     @property
+    def name(self) -> str:
+        """What the stats record and the log line call it."""
+        return self.code
+
+    def headers(self, request_id: str) -> list[tuple[bytes, bytes]]:
+        return error_headers(self.code, request_id)
+
+    @property
     def stream_member(self) -> str:
         """The lowerCamel event-stream member name (``throttlingException``)."""
         return self.code[0].lower() + self.code[1:]

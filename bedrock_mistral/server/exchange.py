@@ -13,9 +13,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any
-
-from bedrock_mistral.server.errors import BedrockError, error_headers
+from typing import Any, Protocol
 
 __all__ = [
     "TRANSPORT_KEY",
@@ -23,6 +21,7 @@ __all__ = [
     "ClientDisconnected",
     "ConnectionDropped",
     "DropRequested",
+    "ErrorReply",
     "Exchange",
 ]
 
@@ -36,6 +35,20 @@ TRANSPORT_KEY = "bedrock_mistral.transport"
 # bounded time and size, so it finishes writing and reads our answer instead of a reset.
 LINGER_SECONDS = 5.0
 LINGER_MAX_BYTES = 256 * 1024 * 1024
+
+
+class ErrorReply(Protocol):
+    """An error answer in some API's shape (Bedrock's, or OpenAI's)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def body(self) -> bytes: ...
+
+    def headers(self, request_id: str) -> list[tuple[bytes, bytes]]: ...
 
 
 class BodyTooLarge(Exception):
@@ -112,17 +125,17 @@ class Exchange:
         await self.start(status, headers)
         await self.write(body, more=False)
 
-    async def respond_error(self, error: BedrockError) -> None:
-        await self.respond(error.status, error_headers(error.code, self.request_id), error.body())
+    async def respond_error(self, error: ErrorReply) -> None:
+        await self.respond(error.status, error.headers(self.request_id), error.body())
 
-    async def refuse(self, error: BedrockError) -> None:
+    async def refuse(self, error: ErrorReply) -> None:
         """Answer ``error`` before the body was read, then discard the unread rest.
 
         A client still writing its body would otherwise meet a reset instead of our
         answer. Clients that sent ``Expect: 100-continue`` have not sent the body yet,
         so they get the answer and nothing is read.
         """
-        headers = [*error_headers(error.code, self.request_id), (b"connection", b"close")]
+        headers = [*error.headers(self.request_id), (b"connection", b"close")]
         body = error.body()
         headers.append((b"content-length", str(len(body)).encode()))
         await self.start(error.status, headers)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -46,7 +47,7 @@ from bedrock_mistral.server.schema import parse_json
 from bedrock_mistral.server.worker import BackendRunner
 from bedrock_mistral.types import CompletionRequest, StreamEnd, TextDelta, Usage
 
-__all__ = ["HANDLERS", "Call", "Outcome", "to_bedrock_error"]
+__all__ = ["HANDLERS", "Call", "Outcome", "StreamShape", "stream_answer", "to_bedrock_error"]
 
 logger = logging.getLogger("bedrock_mistral.server")
 
@@ -76,7 +77,7 @@ class Outcome:
 @dataclass
 class Call:
     exchange: Exchange
-    operation: Operation
+    operation: Operation | str  # a Bedrock operation, or an OpenAI route
     model_id: str
     spec: ModelSpec
     body: bytes
@@ -229,13 +230,18 @@ def _stream_headers(call: Call) -> list[tuple[bytes, bytes]]:
 
 
 @dataclass(frozen=True)
-class _Shape:
-    """How one streaming operation spells its events."""
+class StreamShape:
+    """How one streaming operation spells its answer: the frames, and an error inside it.
 
-    members: frozenset[str]
+    The fault handling and bookkeeping of :func:`stream_answer` are the same for every
+    operation, the Bedrock ones and the OpenAI face's server-sent events alike.
+    """
+
+    headers: Callable[[Call], list[tuple[bytes, bytes]]]
     opening: Callable[[], list[bytes]]
     delta: Callable[[str], bytes]
     closing: Callable[[Call, StreamEnd, float | None], list[bytes]]
+    error: Callable[[BedrockError], bytes]
 
 
 def _invoke_closing(call: Call, end: StreamEnd, first_byte_ms: float | None) -> list[bytes]:
@@ -257,7 +263,7 @@ def _converse_closing(call: Call, end: StreamEnd, first_byte_ms: float | None) -
 
 async def _frames(
     call: Call,
-    shape: _Shape,
+    shape: StreamShape,
     first: TextDelta | StreamEnd | None,
     events: AsyncIterator[TextDelta | StreamEnd],
 ) -> AsyncIterator[bytes]:
@@ -308,10 +314,12 @@ async def _frames(
         )
     )
     call.done(200, error=error.stream_member)
-    yield error.frame(shape.members)
+    yield shape.error(error)
 
 
-async def _guarded(call: Call, shape: _Shape, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _guarded(
+    call: Call, shape: StreamShape, frames: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
     """Errors raised once the stream is open become exception frames, then the stream ends."""
     try:
         async for frame in frames:
@@ -321,18 +329,31 @@ async def _guarded(call: Call, shape: _Shape, frames: AsyncIterator[bytes]) -> A
     except Exception as err:
         error = to_bedrock_error(err)
         call.done(200, error=error.stream_member)
-        yield error.frame(shape.members)
+        yield shape.error(error)
 
 
-async def _stream(call: Call, request: CompletionRequest, shape: _Shape) -> None:
+async def _stream(call: Call, request: CompletionRequest, shape: StreamShape) -> None:
     await _check_context(call, request)
-    async with call.runner.stream(request) as events:
+    await stream_answer(call, call.runner.stream(request), shape)
+
+
+async def stream_answer(
+    call: Call,
+    opened: contextlib.AbstractAsyncContextManager[AsyncIterator[TextDelta | StreamEnd]],
+    shape: StreamShape,
+) -> None:
+    """Answer with the events ``opened`` yields, spelt by ``shape``, faults applied.
+
+    An error before the first event is raised (the caller answers it with a status);
+    after that, it becomes the shape's error frame and the stream ends.
+    """
+    async with opened as events:
         try:
             first = await anext(events, None)
         except Exception as err:
             raise to_bedrock_error(err) from err
         frames = _guarded(call, shape, _frames(call, shape, first, events))
-        finished = await call.exchange.stream(_stream_headers(call), frames)
+        finished = await call.exchange.stream(shape.headers(call), frames)
         if not finished:
             call.done(200, error="client disconnected")
 
@@ -340,20 +361,22 @@ async def _stream(call: Call, request: CompletionRequest, shape: _Shape) -> None
 async def invoke_stream(call: Call) -> None:
     request = parse_native(call.spec, parse_json(call.body))
     spec = call.spec
-    shape = _Shape(
-        INVOKE_STREAM_MEMBERS,
+    shape = StreamShape(
+        headers=_stream_headers,
         opening=lambda: [],
         delta=lambda text: chunk_frame(_json(text_chunk(spec, text, None))),
         closing=_invoke_closing,
+        error=lambda error: error.frame(INVOKE_STREAM_MEMBERS),
     )
     await _stream(call, request, shape)
 
 
-_CONVERSE_SHAPE = _Shape(
-    CONVERSE_STREAM_MEMBERS,
+_CONVERSE_SHAPE = StreamShape(
+    headers=_stream_headers,
     opening=lambda: [cv.start_frame()],
     delta=cv.delta_frame,
     closing=_converse_closing,
+    error=lambda error: error.frame(CONVERSE_STREAM_MEMBERS),
 )
 
 

@@ -59,6 +59,35 @@ class ModelCatalog:
     def model_ids(self) -> list[str]:
         return sorted(self._allowed)
 
+    def aliases(self) -> list[tuple[str, list[str]]]:
+        """Each served id with the aliases that name it (what ``GET /v1/models`` lists)."""
+        names: dict[str, list[str]] = {model_id: [] for model_id in self.model_ids}
+        for spec in [*MODELS, *self._given.values()]:
+            known = names.get(spec.canonical_id)
+            if known is not None and spec.alias not in known and spec.alias != spec.model_id:
+                known.append(spec.alias)
+        return list(names.items())
+
+    def find(self, name: str) -> ModelSpec | None:
+        """The served model an alias, id, profile id or ARN names, read as the SDK reads it.
+
+        Unlike :meth:`lookup` (Bedrock's rules: ids only) this takes aliases, so an
+        OpenAI client's ``model="mixtral-8x7b"`` means what ``MistralClient`` means by it.
+        """
+        for given in self._given.values():
+            if name in (given.alias, given.model_id):
+                return given
+        try:
+            spec = resolve_model(name)
+        except ValidationError:
+            return None
+        if spec.canonical_id not in self._allowed:
+            return None
+        given_spec = self._given.get(spec.canonical_id)
+        if given_spec is not None:
+            return given_spec.with_model_id(spec.model_id)
+        return spec
+
     def lookup(self, model_id: str) -> ModelSpec:
         """The spec behind an id, profile id or ARN; Bedrock's error when there is none."""
         if (

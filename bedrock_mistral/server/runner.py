@@ -20,7 +20,9 @@ from bedrock_mistral.backends.base import Backend
 from bedrock_mistral.backends.factory import create_backend
 from bedrock_mistral.errors import ConfigurationError
 from bedrock_mistral.models import ModelSpec
+from bedrock_mistral.retry import RetryPolicy
 from bedrock_mistral.server.app import BedrockApp
+from bedrock_mistral.server.auth import check_exposure
 from bedrock_mistral.server.config import DEFAULT_MAX_BODY_BYTES, ServerConfig
 from bedrock_mistral.server.stats import ServerStats
 
@@ -122,16 +124,24 @@ def serve_in_background(
     stall_seconds: float = 30.0,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     workers: int | None = None,
+    api_key: str | None = None,
+    insecure_no_auth: bool = False,
+    retry: RetryPolicy | None = None,
     log_level: str = "warning",
 ) -> Iterator[LocalServer]:
-    """Start a Bedrock-compatible server in a thread; yield its URL; stop it on exit.
+    """Start a Bedrock- and OpenAI-compatible server in a thread; yield its URL; stop it on exit.
 
     ``backend``: anything :func:`~bedrock_mistral.backends.factory.create_backend` takes
     (``"echo"``, ``"local"``, a plugin's name, ``package.module:attribute``, an object).
+    ``api_key``: require ``Authorization: Bearer <api_key>`` on every request; a host other
+    than loopback needs one (or ``insecure_no_auth=True``). ``retry``: the policy the
+    OpenAI face calls the backend under (default: the SDK's).
 
     >>> with serve_in_background("echo", fault_script=["throttle"]) as url:  # doctest: +SKIP
     ...     client = boto3.client("bedrock-runtime", endpoint_url=url, region_name="us-east-1")
+    ...     openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
     """
+    check_exposure(host, api_key, insecure_no_auth=insecure_no_auth)
     config = ServerConfig(
         model_ids=tuple(model_ids) if model_ids is not None else None,
         max_concurrency=max_concurrency,
@@ -143,6 +153,8 @@ def serve_in_background(
         stall_seconds=stall_seconds,
         max_body_bytes=max_body_bytes,
         workers=workers,
+        api_key=api_key or None,
+        retry=retry,
     )
     app = BedrockApp(create_backend(backend), config)
     sock = _bind(host, port)
@@ -174,9 +186,19 @@ def _wait_started(server: uvicorn.Server, thread: threading.Thread) -> None:
 
 
 def run_server(
-    app: BedrockApp, *, host: str, port: int, log_level: str = "info", on_ready: object = None
+    app: BedrockApp,
+    *,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    on_ready: object = None,
+    insecure_no_auth: bool = False,
 ) -> None:
-    """Serve ``app`` in the foreground until Ctrl-C; ``on_ready(url)`` runs once listening."""
+    """Serve ``app`` in the foreground until Ctrl-C; ``on_ready(url)`` runs once listening.
+
+    A host other than loopback needs ``app.config.api_key`` (or ``insecure_no_auth``).
+    """
+    check_exposure(host, app.config.api_key, insecure_no_auth=insecure_no_auth)
     sock = _bind(host, port)
     server = _uvicorn_server(app, log_level=log_level, graceful_s=5)
     if callable(on_ready):

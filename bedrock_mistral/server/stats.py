@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["ConcurrencyGate", "RequestRecord", "ServerStats", "parse_attempt"]
+__all__ = ["ConcurrencyGate", "RequestRecord", "ServerStats", "parse_attempt", "request_attempt"]
 
 _ATTEMPT = re.compile(r"attempt=(\d+)")
 
@@ -17,6 +18,16 @@ def parse_attempt(header: str | None) -> int | None:
         return None
     match = _ATTEMPT.search(header)
     return int(match.group(1)) if match else None
+
+
+def request_attempt(headers: Mapping[str, str]) -> int | None:
+    """The client's attempt number: botocore's ``amz-sdk-request``, or the ``openai``
+    client's ``x-stainless-retry-count`` (retries so far, so the attempt is one more)."""
+    attempt = parse_attempt(headers.get("amz-sdk-request"))
+    retries = headers.get("x-stainless-retry-count")
+    if attempt is None and retries is not None and retries.isdigit():
+        return int(retries) + 1
+    return attempt
 
 
 @dataclass(frozen=True)

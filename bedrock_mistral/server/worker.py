@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from bedrock_mistral.backends.base import Backend
 from bedrock_mistral.types import Completion, CompletionRequest, StreamEnd, TextDelta
@@ -22,6 +23,7 @@ from bedrock_mistral.types import Completion, CompletionRequest, StreamEnd, Text
 __all__ = ["BackendRunner"]
 
 StreamItem = TextDelta | StreamEnd
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,24 @@ class BackendRunner:
         )
 
     async def complete(self, request: CompletionRequest) -> Completion:
+        return await self.call(self.backend.complete, request)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Any blocking call on the pool (the OpenAI face runs the client's retries there)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.backend.complete, request)
+        return await loop.run_in_executor(self._pool, fn, *args)
+
+    def stream(
+        self, request: CompletionRequest
+    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[StreamItem]]:
+        """``async with runner.stream(req) as events: async for event in events: ...``"""
+        return self.events(lambda: self.backend.stream(request))
 
     @contextlib.asynccontextmanager
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[AsyncIterator[StreamItem]]:
-        """``async with runner.stream(req) as events: async for event in events: ...``"""
+    async def events(
+        self, source: Callable[[], Iterable[StreamItem]]
+    ) -> AsyncIterator[AsyncIterator[StreamItem]]:
+        """The events of ``source()``, a blocking iterable run as one job on the pool."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[StreamItem | _Failed | _Done] = asyncio.Queue()
         stop = threading.Event()
@@ -63,9 +77,9 @@ class BackendRunner:
         def pump() -> None:
             if stop.is_set():
                 return
-            events: Iterator[StreamItem] | None = None
+            events: Iterable[StreamItem] | None = None
             try:
-                events = self.backend.stream(request)
+                events = source()
                 for event in events:
                     if stop.is_set():
                         break

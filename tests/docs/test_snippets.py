@@ -37,6 +37,8 @@ _USES_ENGINE = re.compile(r"""backend=["'](openai|ollama|vllm|llamacpp)["']""")
 
 TORCH_REASON = "needs the local extra for the bundled model: pip install -e '.[local]'"
 SERVER_REASON = "needs the server extra for the loopback endpoint: pip install -e '.[server]'"
+OPENAI_REASON = "needs the openai client (a dev dependency): pip install -e '.[dev]'"
+_USES_OPENAI = re.compile(r"^\s*(from openai\b|import openai\b)", re.MULTILINE)
 
 
 def _needs_server(code: str) -> bool:
@@ -66,6 +68,8 @@ def test_snippet_runs(
 ) -> None:
     if _USES_LOCAL_MODEL.search(snippet.code):
         pytest.importorskip("torch", reason=TORCH_REASON)
+    if _USES_OPENAI.search(snippet.code):
+        pytest.importorskip("openai", reason=OPENAI_REASON)
     if _needs_server(snippet.code):
         if importlib.util.find_spec("uvicorn") is None:
             pytest.skip(SERVER_REASON)

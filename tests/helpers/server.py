@@ -30,7 +30,12 @@ def _botocore_session() -> botocore.session.Session:
 
 
 def runtime_client(
-    url: str, *, attempts: int = 1, read_timeout: float = 10.0, mode: str = "standard"
+    url: str,
+    *,
+    attempts: int = 1,
+    read_timeout: float = 10.0,
+    mode: str = "standard",
+    access_key_id: str = "AKIDTESTTESTTESTTEST",
 ) -> Any:
     """A bedrock-runtime client on ``url`` that makes exactly ``attempts`` tries per call."""
     config = Config(
@@ -43,7 +48,7 @@ def runtime_client(
         "bedrock-runtime",
         endpoint_url=url,
         region_name="us-east-1",
-        aws_access_key_id="AKIDTESTTESTTESTTEST",
+        aws_access_key_id=access_key_id,
         aws_secret_access_key="test-secret-key",
         config=config,
     )

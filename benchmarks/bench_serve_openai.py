@@ -1,0 +1,135 @@
+"""Requests/s of serve's OpenAI face against its Bedrock face, same server, same backend.
+
+One ``bedrock-mistral serve --backend echo`` runs in its own process. The clients are
+plain keep-alive ``http.client`` connections (one per thread), the same for both faces, so
+the figures compare the server's two faces and not two client libraries:
+
+- Bedrock face: ``POST /model/{id}/invoke`` (and ``invoke-with-response-stream``) with the
+  native text body, the prompt already formatted;
+- OpenAI face: ``POST /v1/chat/completions`` (stream and not) with the messages, which the
+  server validates and formats itself (what an OpenAI client sends).
+
+Cells are interleaved (bedrock, openai, bedrock, ...) over several rounds and the best
+round of each is kept. Prints a table and the OpenAI/Bedrock ratio (target: >= 0.90).
+
+    python benchmarks/bench_serve_openai.py                  # 400 requests a cell, 3 rounds
+    python benchmarks/bench_serve_openai.py --requests 200 --rounds 2 --concurrency 1 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from urllib.parse import quote, urlsplit
+
+MODEL_ID = "mistral.mistral-7b-instruct-v0:2"
+QUESTION = "Name three reasons why a local OpenAI-compatible server makes integration tests cheaper"
+MESSAGES = [{"role": "user", "content": QUESTION}]
+
+
+def start_server() -> tuple[subprocess.Popen[str], str]:
+    command = [sys.executable, "-m", "bedrock_mistral", "serve", "--backend", "echo", "--port", "0",
+               "--log-level", "warning"]  # fmt: skip
+    process = subprocess.Popen(command, env=dict(os.environ), stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    match = re.search(r"http://\S+", process.stdout.readline())
+    if match is None:
+        process.kill()
+        raise SystemExit("the server did not print its URL")
+    return process, match.group(0)
+
+
+def make_call(face: str, stream: bool, url: str) -> Callable[[], bytes]:
+    """One request on its own keep-alive connection; returns the response body."""
+    from bedrock_mistral.prompt import format_prompt
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    if face == "bedrock":
+        operation = "invoke-with-response-stream" if stream else "invoke"
+        path = f"/model/{quote(MODEL_ID, safe='')}/{operation}"
+        body = json.dumps({"prompt": format_prompt(MESSAGES), "max_tokens": 64}).encode()
+    else:
+        path = "/v1/chat/completions"
+        payload = {"model": MODEL_ID, "messages": MESSAGES, "max_tokens": 64, "stream": stream}
+        body = json.dumps(payload).encode()
+    headers = {"content-type": "application/json"}
+
+    def call() -> bytes:
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{face}: {response.status} {data[:200]!r}")
+        return data
+
+    return call
+
+
+def run_cell(face: str, stream: bool, concurrency: int, url: str, total: int) -> float:
+    calls = [make_call(face, stream, url) for _ in range(concurrency)]
+    for call in calls:  # open and warm each connection
+        call()
+    per_thread = total // concurrency
+    barrier = threading.Barrier(concurrency + 1)
+
+    def worker(call: Callable[[], bytes]) -> None:
+        barrier.wait()
+        for _ in range(per_thread):
+            call()
+
+    threads = [threading.Thread(target=worker, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return per_thread * concurrency / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    args = parser.parse_args()
+
+    process, url = start_server()
+    try:
+        best: dict[tuple[bool, int, str], float] = {}
+        for round_ in range(args.rounds):
+            # Each round swaps which face goes first, so neither always runs on a warmer server.
+            faces = ("bedrock", "openai") if round_ % 2 == 0 else ("openai", "bedrock")
+            for stream in (False, True):
+                for concurrency in args.concurrency:
+                    for face in faces:
+                        rate = run_cell(face, stream, concurrency, url, args.requests)
+                        key = (stream, concurrency, face)
+                        best[key] = max(best.get(key, 0.0), rate)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+
+    print("| mode | clients | Bedrock face (req/s) | OpenAI face (req/s) | OpenAI / Bedrock |")
+    print("|---|---|---|---|---|")
+    for stream in (False, True):
+        for concurrency in args.concurrency:
+            bedrock = best[(stream, concurrency, "bedrock")]
+            openai = best[(stream, concurrency, "openai")]
+            mode = "stream" if stream else "invoke"
+            ratio = openai / bedrock
+            print(f"| {mode} | {concurrency} | {bedrock:.0f} | {openai:.0f} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
