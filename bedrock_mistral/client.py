@@ -37,7 +37,7 @@ from bedrock_mistral.tokens import PromptCounter
 from bedrock_mistral.tool_turns import offer_tools, reply_message, text_view
 from bedrock_mistral.tools import ToolLike, Toolset
 from bedrock_mistral.types import Completion, CompletionRequest, Message, ToolChoice
-from bedrock_mistral.validation import check_conversation, check_params, resolve_params
+from bedrock_mistral.validation import check_conversation, resolve_values
 
 if TYPE_CHECKING:
     from bedrock_mistral.batch import BatchRun
@@ -206,16 +206,15 @@ class MistralClient:
     def _request(
         self, prompt: str, params: Mapping[str, Any], turns: list[Message] | None
     ) -> CompletionRequest:
-        resolved = resolve_params(self.model, check_params(params))
-        assert resolved.max_tokens is not None  # resolve_params fills every default
+        resolved = resolve_values(self.model, params)
         request = CompletionRequest(
             model_id=self.model.model_id,
             prompt=prompt,
-            max_tokens=resolved.max_tokens,
-            temperature=resolved.temperature,
-            top_p=resolved.top_p,
-            top_k=resolved.top_k,
-            stop=tuple(resolved.stop or ()),
+            max_tokens=resolved["max_tokens"],
+            temperature=resolved["temperature"],
+            top_p=resolved["top_p"],
+            top_k=resolved["top_k"],
+            stop=tuple(resolved["stop"]),
             # Kept for every model: chat-body models send them, and backends that answer
             # from the conversation (echo) need not parse the prompt back.
             messages=tuple(turns) if turns is not None else None,

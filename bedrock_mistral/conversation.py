@@ -65,9 +65,9 @@ class ConversationState:
         on_trim: TrimCallback | None = None,
         **params: Any,
     ) -> None:
-        from bedrock_mistral.validation import check_params, resolve_params
+        from bedrock_mistral.validation import resolve_params
 
-        resolve_params(client.model, check_params(params))  # refuse bad defaults now
+        resolve_params(client.model, params)  # refuse bad defaults now
         history = to_messages(messages)
         if system is not None:
             if history and history[0].role == "system":

@@ -82,6 +82,9 @@ class ToolOffer:
         )
 
 
+_NO_TOOLS = ToolOffer(None, None)
+
+
 def _unsupported(what: str, spec: ModelSpec, able: list[str], fix_arg: str) -> None:
     raise ToolsUnsupportedError(
         f"{spec.model_id} does not take {what} on Bedrock; nothing was sent",
@@ -123,6 +126,8 @@ def offer_tools(
     :class:`~bedrock_mistral.errors.ToolSchemaError` for a tool without a schema, and
     :class:`ValidationError` for a conversation Converse would refuse.
     """
+    if tools is None and tool_choice is None and not _has_tool_content(turns):
+        return _NO_TOOLS  # a plain chat, the common case: nothing to check
     toolset = tools if isinstance(tools, Toolset) or tools is None else Toolset(tools)
     has_turns = any(m.tool_calls or m.role == "tool" for m in turns)
     has_images = any(m.images for m in turns)

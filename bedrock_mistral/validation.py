@@ -38,6 +38,7 @@ __all__ = [
     "check_params",
     "parse_param",
     "resolve_params",
+    "resolve_values",
 ]
 
 ParamKind = Literal["int", "float", "stop"]
@@ -168,53 +169,62 @@ def parse_param(name: str, value: Any) -> Any:
     return _spec(name, value).parse(value)
 
 
+def _checked(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        name: None if value is None else check_param(name, value) for name, value in values.items()
+    }
+
+
 def check_params(values: Mapping[str, Any]) -> GenerationParams:
     """SDK keyword parameters -> :class:`GenerationParams`; ``None`` means the model's default."""
     from bedrock_mistral.types import GenerationParams
 
-    checked = {
-        name: None if value is None else check_param(name, value) for name, value in values.items()
-    }
-    return GenerationParams(**checked)
+    return GenerationParams.model_construct(**_checked(values))  # checked: no second pass
 
 
-def _check_model_limits(spec: ModelSpec, params: GenerationParams) -> None:
-    if params.max_tokens is not None and params.max_tokens > spec.max_output_tokens:
+def _check_model_limits(spec: ModelSpec, params: Mapping[str, Any]) -> None:
+    max_tokens, top_k, stop = params.get("max_tokens"), params.get("top_k"), params.get("stop")
+    if max_tokens is not None and max_tokens > spec.max_output_tokens:
         raise ValidationError.out_of_range(
             "max_tokens",
-            params.max_tokens,
+            max_tokens,
             f"an integer from 1 to {spec.max_output_tokens} (the most {spec.model_id} "
             "can generate)",
         )
-    if params.top_k is not None and not spec.supports_top_k:
+    if top_k is not None and not spec.supports_top_k:
         raise ValidationError.out_of_range(
-            "top_k", params.top_k, f"not supported by {spec.model_id} (its chat body has no top_k)"
+            "top_k", top_k, f"not supported by {spec.model_id} (its chat body has no top_k)"
         )
-    if params.stop and not spec.supports_stop:
+    if stop and not spec.supports_stop:
         raise ValidationError.out_of_range(
             "stop",
-            params.stop,
+            stop,
             f"not supported by {spec.model_id} (its chat body has no stop field)",
         )
 
 
-def resolve_params(spec: ModelSpec, params: GenerationParams) -> GenerationParams:
-    """Check ``params`` against ``spec`` and fill what is unset with the model's defaults."""
+def resolve_values(spec: ModelSpec, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Check SDK keyword parameters once, against the rules and ``spec``'s limits, and fill
+    what is unset with the model's defaults: the parameters a request carries (every name)."""
+    checked = _checked(values)
+    _check_model_limits(spec, checked)
+    get = checked.get
+    return {
+        "max_tokens": spec.default_max_tokens if get("max_tokens") is None else get("max_tokens"),
+        "temperature": spec.default_temperature
+        if get("temperature") is None
+        else get("temperature"),
+        "top_p": spec.default_top_p if get("top_p") is None else get("top_p"),
+        "top_k": spec.default_top_k if get("top_k") is None else get("top_k"),
+        "stop": list(get("stop") or ()),
+    }
+
+
+def resolve_params(spec: ModelSpec, values: Mapping[str, Any]) -> GenerationParams:
+    """:func:`resolve_values` as :class:`GenerationParams`."""
     from bedrock_mistral.types import GenerationParams
 
-    checked = check_params(params.model_dump())
-    _check_model_limits(spec, checked)
-    return GenerationParams(
-        max_tokens=checked.max_tokens
-        if checked.max_tokens is not None
-        else spec.default_max_tokens,
-        temperature=checked.temperature
-        if checked.temperature is not None
-        else spec.default_temperature,
-        top_p=checked.top_p if checked.top_p is not None else spec.default_top_p,
-        top_k=checked.top_k if checked.top_k is not None else spec.default_top_k,
-        stop=list(checked.stop or ()),
-    )
+    return GenerationParams.model_construct(**resolve_values(spec, values))  # checked already
 
 
 def check_conversation(messages: Sequence[Message], *, continue_final: bool = False) -> None:

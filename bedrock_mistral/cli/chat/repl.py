@@ -43,9 +43,9 @@ def _explain(err: BaseException) -> str:
 
 def _effective_params(spec: ModelSpec, params: dict[str, Any]) -> GenerationParams:
     """The parameters with the model's defaults filled in; raises if the model refuses them."""
-    from bedrock_mistral.validation import check_params, resolve_params
+    from bedrock_mistral.validation import resolve_params
 
-    return resolve_params(spec, check_params(params))
+    return resolve_params(spec, params)
 
 
 @contextlib.contextmanager
