@@ -9,7 +9,9 @@
 The same constructor, methods and types as the sync client. Everything that does not
 touch the network is the sync client's own code, run on a private ``MistralClient``:
 model resolution, the backend factory, parameter and conversation validation, prompt
-formatting and the context-window check (``prepare`` stays sync: it sends nothing).
+formatting and the context-window check (``prepare`` stays sync: it sends nothing),
+the checks on tools, and the non-I/O halves of ``parse`` (:class:`~.structured.StructuredAsk`)
+and ``run_tools`` (:class:`~.tool_turns.ToolRounds`), which this client drives with ``await``.
 What differs is how requests go out: through an
 :class:`~bedrock_mistral.backends.aio.AsyncBackend` (Bedrock natively over httpx, echo
 on the loop, the local model and other backends in worker threads), under the same
@@ -25,10 +27,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from bedrock_mistral.astreaming import AsyncStream
 from bedrock_mistral.backends.aio import ThreadedBackend
-from bedrock_mistral.client import Messages, MistralClient
+from bedrock_mistral.client import DEFAULT_MAX_ROUNDS, Messages, MistralClient, Tools, _messages
 from bedrock_mistral.conversation import ConversationState, TrimCallback
 from bedrock_mistral.retry import RetryPolicy, acall_with_retry
-from bedrock_mistral.types import Completion, CompletionRequest
+from bedrock_mistral.structured import MAX_ATTEMPTS, StructuredAsk
+from bedrock_mistral.tool_turns import ToolRounds, ToolRun
+from bedrock_mistral.types import Completion, CompletionRequest, ToolChoice
 
 if TYPE_CHECKING:
     from bedrock_mistral.backends.aio import AsyncBackend
@@ -123,10 +127,18 @@ class AsyncMistralClient:
     # -- requests (no I/O: the sync client's code) -----------------------------------------
 
     def prepare(
-        self, messages: Messages, *, continue_final: bool = False, **params: Any
+        self,
+        messages: Messages,
+        *,
+        continue_final: bool = False,
+        tools: Tools | None = None,
+        tool_choice: ToolChoice | None = None,
+        **params: Any,
     ) -> CompletionRequest:
         """Validate and format a conversation into the request a backend receives. Sends nothing."""
-        return self._core.prepare(messages, continue_final=continue_final, **params)
+        return self._core.prepare(
+            messages, continue_final=continue_final, tools=tools, tool_choice=tool_choice, **params
+        )
 
     def prepare_prompt(self, prompt: str, **params: Any) -> CompletionRequest:
         """Like :meth:`prepare` for a raw, already formatted prompt string."""
@@ -148,13 +160,67 @@ class AsyncMistralClient:
     # -- calls -----------------------------------------------------------------------------
 
     async def chat(
-        self, messages: Messages, *, continue_final: bool = False, **params: Any
+        self,
+        messages: Messages,
+        *,
+        continue_final: bool = False,
+        tools: Tools | None = None,
+        tool_choice: ToolChoice | None = None,
+        **params: Any,
     ) -> Completion:
-        """Send a conversation; return the reply (``params`` as :meth:`MistralClient.chat`)."""
+        """Send a conversation; return the reply (arguments as :meth:`MistralClient.chat`)."""
         request = await self._off_loop(
-            lambda: self.prepare(messages, continue_final=continue_final, **params)
+            lambda: self.prepare(
+                messages,
+                continue_final=continue_final,
+                tools=tools,
+                tool_choice=tool_choice,
+                **params,
+            )
         )
         return await self.invoke(request)
+
+    async def parse(self, messages: Messages, schema: type[T], **params: Any) -> T:
+        """Ask for JSON fitting ``schema`` and return it validated (as :meth:`MistralClient.parse`).
+
+        Raises :class:`~bedrock_mistral.errors.ParseError` when the answer still does
+        not fit after one repair request.
+        """
+        ask = StructuredAsk(schema, self.model)
+        turns = ask.first_turns(_messages(messages))
+        for _ in range(MAX_ATTEMPTS):
+            completion = await self.chat(turns, continue_final=ask.continue_final, **params)
+            outcome = ask.read(completion.text)
+            if outcome.ok:
+                return outcome.value  # type: ignore[return-value]  # ok: validated
+            turns = ask.repair_turns(turns, outcome)
+        raise ask.failure(outcome)
+
+    async def run_tools(
+        self,
+        messages: Messages,
+        tools: Tools,
+        *,
+        max_rounds: int = DEFAULT_MAX_ROUNDS,
+        tool_choice: ToolChoice | None = None,
+        **params: Any,
+    ) -> ToolRun:
+        """Chat, run the functions the model calls, send their results; repeat.
+
+        As :meth:`MistralClient.run_tools`; an ``async def`` tool is awaited, a sync one
+        runs in a worker thread, so a slow tool never blocks the loop. The calls of one
+        reply run one after the other, in the reply's order.
+        """
+        rounds = ToolRounds(_messages(messages), tools, max_rounds)
+        for _ in range(max_rounds):
+            completion = await self.chat(
+                rounds.transcript, tools=rounds.toolset, tool_choice=tool_choice, **params
+            )
+            if (run := rounds.reply(completion)) is not None:
+                return run
+            for call in completion.tool_calls:
+                rounds.transcript.append(await rounds.toolset.arun(call))
+        raise rounds.exhausted()
 
     async def complete(self, prompt: str, **params: Any) -> Completion:
         """Send a raw prompt string as is (you write the ``[INST]`` format yourself)."""
@@ -167,15 +233,18 @@ class AsyncMistralClient:
         *,
         resume: bool = False,
         continue_final: bool = False,
+        tools: Tools | None = None,
+        tool_choice: ToolChoice | None = None,
         **params: Any,
     ) -> AsyncStream:
         """Stream the reply: ``async with client.stream(...) as s: async for text in s``.
 
         Validated here, like the sync client; nothing is sent until you iterate.
         ``resume=True`` continues an interrupted stream instead of raising
-        :class:`~bedrock_mistral.errors.StreamInterrupted`.
+        :class:`~bedrock_mistral.errors.StreamInterrupted`. ``tools`` are refused here,
+        before sending, as by :meth:`MistralClient.stream`.
         """
-        request = self.prepare(messages, continue_final=continue_final, **params)
+        request = self._core._prepare(messages, continue_final, tools, tool_choice, True, params)
         return self.invoke_stream(request, resume=resume)
 
     async def invoke(self, request: CompletionRequest) -> Completion:

@@ -17,24 +17,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bedrock_mistral.backends.base import Backend
 from bedrock_mistral.conversation import Conversation
-from bedrock_mistral.errors import (
-    ConfigurationError,
-    ContextWindowError,
-    Fix,
-    ToolRoundsError,
-    ValidationError,
-)
+from bedrock_mistral.errors import ConfigurationError, ContextWindowError, Fix, ValidationError
 from bedrock_mistral.models import DEFAULT_MODEL, ModelSpec, resolve_model
 from bedrock_mistral.prompt import MessageLike, format_prompt, to_messages
 from bedrock_mistral.retry import DEFAULT_MAX_ATTEMPTS, RetryPolicy, call_with_retry
 from bedrock_mistral.streaming import Stream
 from bedrock_mistral.structured import MAX_ATTEMPTS, StructuredAsk
 from bedrock_mistral.tokens import PromptCounter
-from bedrock_mistral.tool_turns import offer_tools, reply_message, text_view
+from bedrock_mistral.tool_turns import ToolRounds, ToolRun, offer_tools, text_view
 from bedrock_mistral.tools import ToolLike, Toolset
 from bedrock_mistral.types import Completion, CompletionRequest, Message, ToolChoice
 from bedrock_mistral.validation import check_conversation, resolve_values
@@ -56,13 +50,6 @@ DEFAULT_BACKEND = "bedrock"
 
 Messages = str | Sequence[MessageLike]
 Tools = Toolset | Sequence[ToolLike]
-
-
-class ToolRun(NamedTuple):
-    """What :meth:`MistralClient.run_tools` returns: the final reply and every turn."""
-
-    completion: Completion
-    transcript: list[Message]
 
 
 _TOO_LONG = Fix(
@@ -320,17 +307,15 @@ class MistralClient:
         model as that call's result. :class:`~bedrock_mistral.errors.ToolRoundsError`
         after ``max_rounds`` replies that all called tools.
         """
-        toolset = tools if isinstance(tools, Toolset) else Toolset(tools)
-        transcript = _messages(messages)
+        rounds = ToolRounds(_messages(messages), tools, max_rounds)
         for _ in range(max_rounds):
-            completion = self.chat(transcript, tools=toolset, tool_choice=tool_choice, **params)
-            transcript.append(reply_message(completion))
-            if not completion.tool_calls:
-                return ToolRun(completion, transcript)
-            transcript.extend(toolset.run(call) for call in completion.tool_calls)
-        raise ToolRoundsError(
-            f"the model still called tools after {max_rounds} rounds", transcript=transcript
-        )
+            completion = self.chat(
+                rounds.transcript, tools=rounds.toolset, tool_choice=tool_choice, **params
+            )
+            if (run := rounds.reply(completion)) is not None:
+                return run
+            rounds.transcript.extend(rounds.toolset.run(call) for call in completion.tool_calls)
+        raise rounds.exhausted()
 
     def complete(self, prompt: str, **params: Any) -> Completion:
         """Send a raw prompt string as is (you write the ``[INST]`` format yourself)."""

@@ -6,6 +6,16 @@ context-window check, backends that answer from the prompt) sees the *text view*
 tool call written as ``{"name": ..., "arguments": ...}`` in the assistant's turn, each
 tool result as a user turn, neighbours of one role merged, images left out. The server
 renders Converse's toolUse/toolResult blocks with the same two functions.
+
+:class:`ToolRounds` is ``run_tools`` without I/O; each client drives it, awaiting or not::
+
+    rounds = ToolRounds(messages, tools, max_rounds)
+    for _ in range(rounds.max_rounds):
+        completion = client.chat(rounds.transcript, tools=rounds.toolset, ...)
+        if (run := rounds.reply(completion)) is not None:
+            return run
+        rounds.transcript.extend(rounds.toolset.run(call) for call in completion.tool_calls)
+    raise rounds.exhausted()
 """
 
 from __future__ import annotations
@@ -13,9 +23,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from bedrock_mistral.errors import Fix, ToolsUnsupportedError, ValidationError
+from bedrock_mistral.errors import Fix, ToolRoundsError, ToolsUnsupportedError, ValidationError
 from bedrock_mistral.models import MODELS, ModelSpec
 from bedrock_mistral.prompt import assistant_content
 from bedrock_mistral.tools import ToolLike, Toolset
@@ -23,6 +33,8 @@ from bedrock_mistral.types import Completion, CompletionRequest, Message, ToolCh
 
 __all__ = [
     "ToolOffer",
+    "ToolRounds",
+    "ToolRun",
     "offer_tools",
     "reply_message",
     "text_view",
@@ -164,3 +176,32 @@ def offer_tools(
         )
     _check_ids(turns)
     return ToolOffer(toolset, tool_choice)
+
+
+class ToolRun(NamedTuple):
+    """What ``run_tools`` returns: the final reply and every turn."""
+
+    completion: Completion
+    transcript: list[Message]
+
+
+class ToolRounds:
+    """The state of one ``run_tools`` loop: the toolset, the transcript, when to stop."""
+
+    def __init__(
+        self, turns: list[Message], tools: Toolset | Iterable[ToolLike], max_rounds: int
+    ) -> None:
+        self.toolset = tools if isinstance(tools, Toolset) else Toolset(tools)
+        self.transcript = turns
+        self.max_rounds = max_rounds
+
+    def reply(self, completion: Completion) -> ToolRun | None:
+        """Add the reply to the transcript; the finished run when it called no tools."""
+        self.transcript.append(reply_message(completion))
+        return None if completion.tool_calls else ToolRun(completion, self.transcript)
+
+    def exhausted(self) -> ToolRoundsError:
+        return ToolRoundsError(
+            f"the model still called tools after {self.max_rounds} rounds",
+            transcript=self.transcript,
+        )

@@ -20,6 +20,7 @@ prepared, naming the parameter.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import re
@@ -275,12 +276,8 @@ class Toolset:
             )
         return tool.arguments(call)
 
-    def run(self, call: ToolCall) -> Message:
-        """Run one call; a call that cannot run comes back as an error result, not raised.
-
-        Exceptions the function itself raises propagate: they are bugs or outages for
-        the caller to see, not answers for the model.
-        """
+    def _bound(self, call: ToolCall) -> tuple[Callable[..., Any], dict[str, Any]] | Message:
+        """The function and checked arguments for ``call``, or the error result to send."""
         try:
             arguments = self.arguments(call)
         except ToolCallError as err:
@@ -292,9 +289,43 @@ class Toolset:
                 "function tools only",
                 field=call.name,
             )
+        return function, arguments
+
+    def run(self, call: ToolCall) -> Message:
+        """Run one call; a call that cannot run comes back as an error result, not raised.
+
+        Exceptions the function itself raises propagate: they are bugs or outages for
+        the caller to see, not answers for the model. An ``async def`` tool needs
+        :meth:`arun` (``AsyncMistralClient.run_tools``).
+        """
+        bound = self._bound(call)
+        if isinstance(bound, Message):
+            return bound
+        function, arguments = bound
+        if inspect.iscoroutinefunction(function):
+            raise ToolSchemaError(
+                f"tool {call.name!r} is an async function, which a sync run cannot await; "
+                "use AsyncMistralClient.run_tools",
+                field=call.name,
+            )
         return Message(
             role="tool", tool_call_id=call.id, content=result_text(function(**arguments))
         )
+
+    async def arun(self, call: ToolCall) -> Message:
+        """:meth:`run` for asyncio: an ``async def`` tool is awaited, a sync one runs in a
+        worker thread (``asyncio.to_thread``), so a slow tool never blocks the loop."""
+        bound = self._bound(call)
+        if isinstance(bound, Message):
+            return bound
+        function, arguments = bound
+        if inspect.iscoroutinefunction(function):
+            value = await function(**arguments)
+        else:
+            value = await asyncio.to_thread(function, **arguments)
+            if inspect.isawaitable(value):  # a callable object returning a coroutine
+                value = await value
+        return Message(role="tool", tool_call_id=call.id, content=result_text(value))
 
 
 def result_text(value: Any) -> str:

@@ -366,17 +366,7 @@ class BedrockBackend:
         except MAPPED_ERRORS as err:
             raise map_error(err, ctx) from err
         reply = parse_converse(response)
-        return Completion(
-            text=reply.text,
-            stop_reason=reply.stop_reason,
-            usage=reply.usage,
-            model_id=request.model_id,
-            backend=self.name,
-            latency_ms=reply.latency_ms
-            if reply.latency_ms is not None
-            else (time.perf_counter() - started) * 1000.0,
-            tool_calls=reply.tool_calls,
-        )
+        return reply.completion(request, self.name, (time.perf_counter() - started) * 1000.0)
 
     def _converse_stream(
         self, request: CompletionRequest, clients: _Clients, ctx: Any

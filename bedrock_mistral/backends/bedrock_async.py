@@ -20,7 +20,12 @@ What makes a request AWS-correct still comes from botocore, unchanged:
 - decoding: ``botocore.eventstream.EventStreamBuffer`` splits the event stream; error
   responses and exception frames go through botocore's own response parsers into a
   ``ClientError``, so :func:`~bedrock_mistral.backends.bedrock_errors.map_error` maps
-  them as it maps boto3's, and bodies and chunks go through :mod:`.bedrock_wire`.
+  them as it maps boto3's, and bodies and chunks go through :mod:`.bedrock_wire`;
+- Converse: requests with tools, tool turns or images go to Converse / ConverseStream,
+  as the sync backend sends them: the parameters of :mod:`.converse_wire`, checked by
+  botocore's parameter validation and serialized by its rest-json serializer (so the
+  body is byte for byte boto3's), replies and events read by botocore's parsers into
+  the dicts boto3 returns, then by :mod:`.converse_wire`.
 
 Timeouts mean what they mean for boto3: ``read_timeout`` bounds an InvokeModel answer,
 ``stream_idle_timeout`` the gap between two stream events. Connections: as many as there
@@ -36,7 +41,7 @@ import importlib.util
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -48,6 +53,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from bedrock_mistral.backends.bedrock import BedrockBackend
+    from bedrock_mistral.backends.converse_wire import ConverseReply
 
 __all__ = ["AsyncBedrockBackend"]
 
@@ -55,6 +61,15 @@ logger = logging.getLogger(__name__)
 
 _INVOKE = "InvokeModel"
 _STREAM = "InvokeModelWithResponseStream"
+_CONVERSE = "Converse"
+_CONVERSE_STREAM = "ConverseStream"
+# operation -> the last segment of its path, /model/{modelId}/...
+_PATHS = {
+    _INVOKE: "invoke",
+    _STREAM: "invoke-with-response-stream",
+    _CONVERSE: "converse",
+    _CONVERSE_STREAM: "converse-stream",
+}
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,20 @@ class _Wire:
     user_agent: str
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One request, ready to sign: the error context, the operation, its URL and body."""
+
+    ctx: Any  # bedrock_errors.CallContext
+    operation: str
+    url: str
+    body: bytes
+
+
+# Reads one event frame of a stream into a text delta (or nothing).
+_Reader = Callable[[Any], TextDelta | None]
+
+
 class AsyncBedrockBackend:
     """The async Bedrock backend, on the settings of the sync backend it is made from.
 
@@ -76,6 +105,7 @@ class AsyncBedrockBackend:
     """
 
     name = "bedrock"
+    accepts_tools = True  # through Converse, like the sync backend
 
     def __init__(self, sync: BedrockBackend) -> None:
         if importlib.util.find_spec("aiohttp") is None:
@@ -173,15 +203,19 @@ class AsyncBedrockBackend:
         SigV4Auth(frozen, wire.signing_name, wire.clients.region).add_auth(signed)
         return dict(signed.headers.items())
 
-    def _prepare(
-        self, wire: _Wire, request: CompletionRequest, *, streaming: bool
-    ) -> tuple[Any, str, bytes]:
+    def _prepare(self, wire: _Wire, request: CompletionRequest, *, streaming: bool) -> _Call:
         from bedrock_mistral.backends.bedrock_wire import request_body
 
         ctx = self.sync._context(request, wire.clients, streaming=streaming)
-        path = "invoke-with-response-stream" if streaming else "invoke"
-        url = f"{wire.clients.endpoint}/model/{quote(ctx.model_id, safe='')}/{path}"
-        return ctx, url, request_body(request, request.spec.dialect)
+        if request.uses_converse:
+            operation = _CONVERSE_STREAM if streaming else _CONVERSE
+            body = _converse_body(wire, operation, request, ctx)
+        else:
+            operation = _STREAM if streaming else _INVOKE
+            body = request_body(request, request.spec.dialect)
+        model = quote(ctx.model_id, safe="")
+        url = f"{wire.clients.endpoint}/model/{model}/{_PATHS[operation]}"
+        return _Call(ctx, operation, url, body)
 
     def _timeout(self, read: float) -> aiohttp.ClientTimeout:
         import aiohttp
@@ -206,7 +240,8 @@ class AsyncBedrockBackend:
         from bedrock_mistral.backends.bedrock_wire import parse_response, usage_from_headers
 
         wire = await self._get_wire()
-        ctx, url, body = self._prepare(wire, request, streaming=False)
+        call = self._prepare(wire, request, streaming=False)
+        ctx, url, body = call.ctx, call.url, call.body
         headers = await self._headers(wire, url, body, "Accept")
         started = asyncio.get_running_loop().time()
         try:
@@ -216,9 +251,12 @@ class AsyncBedrockBackend:
             mapped, cause = _mapped(err, ctx, url)
             raise mapped from cause
         if response.status >= 300:
-            error = _client_error(wire, _INVOKE, response.status, response.headers, raw)
+            error = _client_error(wire, call.operation, response.status, response.headers, raw)
             raise map_error(error, ctx) from error
         wall_ms = (asyncio.get_running_loop().time() - started) * 1000.0
+        if call.operation == _CONVERSE:
+            reply = _converse_reply(wire, response.status, response.headers, raw)
+            return reply.completion(request, self.name, wall_ms)
         parsed = parse_response(raw)
         header_usage, latency_ms = usage_from_headers(response.headers)
         return Completion(
@@ -231,22 +269,25 @@ class AsyncBedrockBackend:
         )
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[TextDelta | StreamEnd]:
-        """One InvokeModelWithResponseStream call; ends with StreamEnd only on a stop reason."""
+        """One InvokeModelWithResponseStream (or ConverseStream) call; ends with StreamEnd
+        only on a stop reason."""
         from bedrock_mistral.backends.bedrock_errors import map_error
-        from bedrock_mistral.backends.bedrock_wire import StreamTally
 
         wire = await self._get_wire()
-        ctx, url, body = self._prepare(wire, request, streaming=True)
+        call = self._prepare(wire, request, streaming=True)
+        ctx, url, body = call.ctx, call.url, call.body
         headers = await self._headers(wire, url, body, "X-Amzn-Bedrock-Accept")
-        tally = StreamTally()
+        tally, read = _reader(wire, call.operation)
         try:
             async with self._send(url, body, headers, self.sync.stream_idle_timeout) as response:
                 try:
                     if response.status >= 300:
                         raw = await response.read()
-                        error = _client_error(wire, _STREAM, response.status, response.headers, raw)
+                        error = _client_error(
+                            wire, call.operation, response.status, response.headers, raw
+                        )
                         raise map_error(error, ctx) from error
-                    async for delta in _deltas(response, tally, wire, ctx):
+                    async for delta in _deltas(response, read, tally, wire, call):
                         yield delta
                 except BaseException:
                     response.close()  # not read to the end: drop the connection, never reuse it
@@ -263,42 +304,103 @@ class AsyncBedrockBackend:
         yield end
 
 
+def _converse_body(wire: _Wire, operation: str, request: CompletionRequest, ctx: Any) -> bytes:
+    """The Converse body boto3 would send: validated and serialized by botocore."""
+    import botocore.exceptions as bex
+    from botocore.serialize import create_serializer
+    from botocore.validate import validate_parameters
+
+    from bedrock_mistral.backends.bedrock_errors import map_error
+    from bedrock_mistral.backends.converse_wire import converse_params
+
+    model = wire.service_model.operation_model(operation)
+    params = converse_params(request, ctx.model_id)
+    try:
+        validate_parameters(params, model.input_shape)
+    except bex.ParamValidationError as err:
+        raise map_error(err, ctx) from err
+    serializer = create_serializer(wire.service_model.metadata["protocol"])
+    body: bytes = serializer.serialize_to_request(params, model)["body"]
+    return body
+
+
+def _converse_reply(
+    wire: _Wire, status: int, headers: Mapping[str, str], body: bytes
+) -> ConverseReply:
+    """A Converse response read as boto3 reads it, then by :func:`parse_converse`."""
+    from botocore.parsers import create_parser
+
+    from bedrock_mistral.backends.converse_wire import parse_converse
+
+    shape = wire.service_model.operation_model(_CONVERSE).output_shape
+    parser = create_parser(wire.service_model.metadata["protocol"])
+    lowered = {name.lower(): value for name, value in headers.items()}
+    parsed = parser.parse({"status_code": status, "headers": lowered, "body": body}, shape)
+    return parse_converse(parsed)
+
+
+def _reader(wire: _Wire, operation: str) -> tuple[Any, _Reader]:
+    """The tally of a stream and what reads each of its event frames into it."""
+    if operation == _CONVERSE_STREAM:
+        from botocore.parsers import EventStreamJSONParser
+
+        from bedrock_mistral.backends.converse_wire import ConverseTally
+
+        converse = ConverseTally()
+        shape = wire.service_model.operation_model(operation).get_event_stream_output()
+        parser = EventStreamJSONParser()
+
+        def read_event(message: Any) -> TextDelta | None:
+            # {"contentBlockDelta": {...}}, as boto3's EventStream yields it
+            return converse.feed(parser.parse(message.to_response_dict(), shape))
+
+        return converse, read_event
+
+    from bedrock_mistral.backends.bedrock_wire import StreamTally
+
+    tally = StreamTally()
+
+    def read_chunk(message: Any) -> TextDelta | None:
+        if message.headers.get(":event-type") != "chunk":
+            return None  # an event type this SDK does not know
+        return tally.feed(base64.b64decode(json.loads(message.payload)["bytes"]))
+
+    return tally, read_chunk
+
+
 async def _deltas(
-    response: aiohttp.ClientResponse, tally: Any, wire: _Wire, ctx: Any
+    response: aiohttp.ClientResponse, read: _Reader, tally: Any, wire: _Wire, call: _Call
 ) -> AsyncIterator[TextDelta]:
-    """Decode the event stream: chunks become deltas, exception frames raise mapped errors."""
+    """Decode the event stream: events become deltas, exception frames raise mapped errors."""
     from botocore.eventstream import EventStreamBuffer
 
     buffer = EventStreamBuffer()
     async for data in response.content.iter_any():
         buffer.add_data(data)
         for message in buffer:
-            headers: Any = message.headers
+            headers: Any = message.headers  # botocore's stubs type it loosely
             if headers.get(":message-type") == "event":
-                if headers.get(":event-type") != "chunk":
-                    continue  # an event type this SDK does not know
-                raw = base64.b64decode(json.loads(message.payload)["bytes"])
-                delta = tally.feed(raw)
+                delta = read(message)
                 if delta is not None:
                     yield delta
                 continue
-            _raise_frame(message, tally, wire, ctx)
+            _raise_frame(message, tally, wire, call)
 
 
-def _raise_frame(message: Any, tally: Any, wire: _Wire, ctx: Any) -> None:
+def _raise_frame(message: Any, tally: Any, wire: _Wire, call: _Call) -> None:
     """An exception frame: raise it mapped, unless the answer was already complete."""
     import botocore.exceptions as bex
     from botocore.parsers import EventStreamJSONParser
 
     from bedrock_mistral.backends.bedrock_errors import map_error
 
-    shape = wire.service_model.operation_model(_STREAM).get_event_stream_output()
+    shape = wire.service_model.operation_model(call.operation).get_event_stream_output()
     parsed = EventStreamJSONParser().parse(message.to_response_dict(), shape)
-    error = bex.EventStreamError(parsed, _STREAM)
+    error = bex.EventStreamError(parsed, call.operation)
     if tally.reason is not None:
         logger.debug("stream failed after its stop reason (%s); answer kept", error)
         return
-    raise map_error(error, ctx) from error
+    raise map_error(error, call.ctx) from error
 
 
 def _client_error(

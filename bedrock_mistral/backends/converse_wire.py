@@ -23,6 +23,7 @@ from typing import Any
 
 from bedrock_mistral.errors import APIError
 from bedrock_mistral.types import (
+    Completion,
     CompletionRequest,
     Message,
     StopReason,
@@ -32,7 +33,13 @@ from bedrock_mistral.types import (
     Usage,
 )
 
-__all__ = ["ConverseReply", "converse_params", "parse_converse", "stream_events"]
+__all__ = [
+    "ConverseReply",
+    "ConverseTally",
+    "converse_params",
+    "parse_converse",
+    "stream_events",
+]
 
 # Converse's stopReason -> ours; anything unknown (guardrails, filters) ends the answer.
 _STOP_REASONS: dict[str, StopReason] = {
@@ -52,6 +59,18 @@ class ConverseReply:
     tool_calls: tuple[ToolCall, ...]
     usage: Usage
     latency_ms: float | None
+
+    def completion(self, request: CompletionRequest, backend: str, wall_ms: float) -> Completion:
+        """Our :class:`Completion` (``wall_ms`` stands in when Bedrock reports no latency)."""
+        return Completion(
+            text=self.text,
+            stop_reason=self.stop_reason,
+            usage=self.usage,
+            model_id=request.model_id,
+            backend=backend,
+            latency_ms=self.latency_ms if self.latency_ms is not None else wall_ms,
+            tool_calls=self.tool_calls,
+        )
 
 
 def _user_blocks(message: Message) -> list[dict[str, Any]]:
@@ -186,20 +205,45 @@ def parse_converse(response: Mapping[str, Any]) -> ConverseReply:
     )
 
 
-def stream_events(events: Iterable[Mapping[str, Any]]) -> Iterator[TextDelta | StreamEnd]:
-    """ConverseStream events -> ours; a stream without ``messageStop`` ends without StreamEnd."""
-    reason: StopReason | None = None
-    usage = Usage()
-    latency: float | None = None
-    for event in events:
+class ConverseTally:
+    """Reads ConverseStream events (boto3's parsed dicts) one by one; both transports feed it.
+
+    ``reason`` stays None until ``messageStop``: a stream cut before that was interrupted.
+    """
+
+    __slots__ = ("latency_ms", "reason", "usage")
+
+    def __init__(self) -> None:
+        self.reason: StopReason | None = None
+        self.usage = Usage()
+        self.latency_ms: float | None = None
+
+    def feed(self, event: Mapping[str, Any]) -> TextDelta | None:
+        """One event; the text it carries, if any."""
         if "contentBlockDelta" in event:
             text = event["contentBlockDelta"].get("delta", {}).get("text")
-            if text:
-                yield TextDelta(text=text)
-        elif "messageStop" in event:
-            reason = _stop_reason(event["messageStop"].get("stopReason"))
+            return TextDelta(text=text) if text else None
+        if "messageStop" in event:
+            self.reason = _stop_reason(event["messageStop"].get("stopReason"))
         elif "metadata" in event:
-            usage = _usage(event["metadata"].get("usage"))
-            latency = _latency(event["metadata"].get("metrics"))
-    if reason is not None:
-        yield StreamEnd(stop_reason=reason, usage=usage, latency_ms=latency)
+            self.usage = _usage(event["metadata"].get("usage"))
+            self.latency_ms = _latency(event["metadata"].get("metrics"))
+        return None
+
+    def end(self) -> StreamEnd | None:
+        """The stream's StreamEnd, or None when no ``messageStop`` arrived."""
+        if self.reason is None:
+            return None
+        return StreamEnd(stop_reason=self.reason, usage=self.usage, latency_ms=self.latency_ms)
+
+
+def stream_events(events: Iterable[Mapping[str, Any]]) -> Iterator[TextDelta | StreamEnd]:
+    """ConverseStream events -> ours; a stream without ``messageStop`` ends without StreamEnd."""
+    tally = ConverseTally()
+    for event in events:
+        delta = tally.feed(event)
+        if delta is not None:
+            yield delta
+    end = tally.end()
+    if end is not None:
+        yield end

@@ -13,7 +13,17 @@ from bedrock_mistral.conversation import Conversation
 from bedrock_mistral.streaming import Stream
 
 # Calls that wait on a backend: coroutines (or async iterables) on the async side.
-AWAITED = {"chat", "complete", "invoke", "count_tokens", "close", "send", "until_done"}
+AWAITED = {
+    "chat",
+    "complete",
+    "invoke",
+    "count_tokens",
+    "close",
+    "send",
+    "until_done",
+    "parse",
+    "run_tools",
+}
 
 
 def public(cls: type) -> dict[str, object]:
