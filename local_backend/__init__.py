@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from local_backend.checkpoint import load_transformer, save_consolidated, save_pretrained
     from local_backend.config import ModelConfig, MoeConfig
     from local_backend.model import Transformer
+    from local_backend.quant_checkpoint import save_quantized
     from local_backend.runtime import LocalModel, RoutingTrace, load
     from local_backend.tokenizer import Tokenizer
 
@@ -33,6 +34,7 @@ __all__ = [
     "load_transformer",
     "save_consolidated",
     "save_pretrained",
+    "save_quantized",
 ]
 
 _WHERE = {
@@ -42,6 +44,7 @@ _WHERE = {
     "load_transformer": "local_backend.checkpoint",
     "save_pretrained": "local_backend.checkpoint",
     "save_consolidated": "local_backend.checkpoint",
+    "save_quantized": "local_backend.quant_checkpoint",
     "LocalModel": "local_backend.runtime",
     "RoutingTrace": "local_backend.runtime",
     "load": "local_backend.runtime",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +28,9 @@ from local_backend.model import Transformer
 __all__ = [
     "TORCH_DTYPES",
     "hf_shapes",
+    "iter_state",
     "load_transformer",
+    "read_checkpoint",
     "save_consolidated",
     "save_pretrained",
     "to_hf_state_dict",
@@ -82,38 +84,57 @@ def hf_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def from_hf_state_dict(get: Callable[[str], Tensor], config: ModelConfig) -> dict[str, Tensor]:
     """Our fused state dict from a getter of Hugging Face tensors (already shape-checked)."""
-    out = {
-        "tok_embeddings.weight": get("model.embed_tokens.weight"),
-        "norm.weight": get("model.norm.weight"),
-    }
+    out = dict(iter_state(get, config))
     out["output.weight"] = (
-        out["tok_embeddings.weight"] if config.tie_embeddings else get("lm_head.weight")
+        out["tok_embeddings.weight"] if config.tie_embeddings else out["output.weight"]
     )
+    return out
+
+
+def iter_state(get: Callable[[str], Tensor], config: ModelConfig) -> Iterator[tuple[str, Tensor]]:
+    """Our fused tensors one at a time (each read when reached), in model order; a tied
+    ``output.weight`` is not repeated."""
+    yield "tok_embeddings.weight", get("model.embed_tokens.weight")
     for n in range(config.n_layers):
         p, o = f"model.layers.{n}.", f"layers.{n}."
-        out[o + "attention_norm.weight"] = get(p + "input_layernorm.weight")
-        out[o + "ffn_norm.weight"] = get(p + "post_attention_layernorm.weight")
+        yield o + "attention_norm.weight", get(p + "input_layernorm.weight")
+        yield o + "ffn_norm.weight", get(p + "post_attention_layernorm.weight")
         attn = p + "self_attn."
-        out[o + "attention.wqkv.weight"] = torch.cat(
-            [get(attn + "q_proj.weight"), get(attn + "k_proj.weight"), get(attn + "v_proj.weight")]
+        yield (
+            o + "attention.wqkv.weight",
+            torch.cat(
+                [
+                    get(attn + "q_proj.weight"),
+                    get(attn + "k_proj.weight"),
+                    get(attn + "v_proj.weight"),
+                ]
+            ),
         )
-        out[o + "attention.wo.weight"] = get(attn + "o_proj.weight")
+        yield o + "attention.wo.weight", get(attn + "o_proj.weight")
         if config.moe is None:
-            out[o + "feed_forward.w13.weight"] = torch.cat(
-                [get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")]
+            yield (
+                o + "feed_forward.w13.weight",
+                torch.cat([get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")]),
             )
-            out[o + "feed_forward.w2.weight"] = get(p + "mlp.down_proj.weight")
+            yield o + "feed_forward.w2.weight", get(p + "mlp.down_proj.weight")
             continue
         moe = p + "block_sparse_moe."
         experts = range(config.moe.num_experts)
-        out[o + "feed_forward.gate.weight"] = get(moe + "gate.weight")
-        out[o + "feed_forward.w13"] = _stacked(
-            get, [[f"{moe}experts.{e}.w1.weight", f"{moe}experts.{e}.w3.weight"] for e in experts]
+        yield o + "feed_forward.gate.weight", get(moe + "gate.weight")
+        yield (
+            o + "feed_forward.w13",
+            _stacked(
+                get,
+                [[f"{moe}experts.{e}.w1.weight", f"{moe}experts.{e}.w3.weight"] for e in experts],
+            ),
         )
-        out[o + "feed_forward.w2"] = _stacked(
-            get, [[f"{moe}experts.{e}.w2.weight"] for e in experts]
+        yield (
+            o + "feed_forward.w2",
+            _stacked(get, [[f"{moe}experts.{e}.w2.weight"] for e in experts]),
         )
-    return out
+    yield "norm.weight", get("model.norm.weight")
+    if not config.tie_embeddings:
+        yield "output.weight", get("lm_head.weight")
 
 
 def _stacked(get: Callable[[str], Tensor], names: list[list[str]]) -> Tensor:
@@ -371,10 +392,12 @@ def _check_shapes(found: dict[str, tuple[int, ...]], config: ModelConfig, where:
         )
 
 
-def load_transformer(
+@contextmanager
+def read_checkpoint(
     path: str | Path, *, dtype: str | None = None, device: str | torch.device = "cpu"
-) -> Transformer:
-    """Build a :class:`Transformer` from a checkpoint folder; dtype None = the checkpoint's own."""
+) -> Iterator[tuple[ModelConfig, Callable[[str], Tensor]]]:
+    """The config (its dtype set to the one loaded) and a getter of Hugging Face tensors,
+    cast to that dtype, shape-checked against the config before anything is read."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointNotFoundError(f"checkpoint folder {path} does not exist: check the path")
@@ -394,7 +417,17 @@ def load_transformer(
         def cast(name: str) -> Tensor:
             return get(name).to(device=device, dtype=torch_dtype)
 
-        state = from_hf_state_dict(cast, config)
+        yield config, cast
+
+
+def load_transformer(
+    path: str | Path, *, dtype: str | None = None, device: str | torch.device = "cpu"
+) -> Transformer:
+    """Build a :class:`Transformer` from a checkpoint folder; dtype None = the checkpoint's own."""
+    with read_checkpoint(path, dtype=dtype, device=device) as (config, get):
+        state = from_hf_state_dict(get, config)
+        fmt = detect_format(Path(path))
+        target = config.dtype
     with torch.device("meta"):
         model = Transformer(config)
     model.load_state_dict(state, strict=True, assign=True)

@@ -15,7 +15,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from local_backend.cache import KVCache, LayerKV
-from local_backend.model import Attention, FeedForward, MoeFeedForward, RMSNorm, Transformer
+from local_backend.model import (
+    Attention,
+    FeedForward,
+    MoeFeedForward,
+    RMSNorm,
+    Transformer,
+    addmv,
+    mv,
+)
 
 __all__ = ["decode_step"]
 
@@ -35,21 +43,21 @@ def attention_step(
 ) -> Tensor:
     """Residual x [H] + attention of the normed h [H]; writes this position's key/value."""
     nh, nkv, d = attn.n_heads, attn.n_kv_heads, attn.head_dim
-    qk, v = torch.split(torch.mv(attn.wqkv.weight, h).view(nh + 2 * nkv, d), [nh + nkv, nkv])
+    qk, v = torch.split(mv(attn.wqkv.weight, h).view(nh + 2 * nkv, d), [nh + nkv, nkv])
     q, k = torch.split(torch.mm(qk, rot), [nh, nkv])  # RoPE at this position for q and k
     kv.k[0, :, slot].copy_(k)
     kv.v[0, :, slot].copy_(v)
     q = q.view(1, nkv, nh // nkv, d)  # query head j = kv head j // g, row j % g
     out = F.scaled_dot_product_attention(q, kv.k[:, :, :n], kv.v[:, :, :n])  # [1, nkv, g, d]
-    return torch.addmv(x, attn.wo.weight, out.view(nh * d))
+    return addmv(x, attn.wo.weight, out.view(nh * d))
 
 
 def ffn_step(ff: FeedForward | MoeFeedForward, x: Tensor, h: Tensor) -> Tensor:
     """Residual x [H] + feed-forward of the normed h [H] (dense, or the routed experts only)."""
     if isinstance(ff, MoeFeedForward):
         return ff.decode_one(h, torch.mv(ff.gate.weight, h).tolist(), x)
-    gate, up = torch.mv(ff.w13.weight, h).chunk(2)
-    return torch.addmv(x, ff.w2.weight, F.silu(gate) * up)
+    gate, up = mv(ff.w13.weight, h).chunk(2)
+    return addmv(x, ff.w2.weight, F.silu(gate) * up)
 
 
 def decode_step(model: Transformer, token: int, cache: KVCache) -> Tensor:
@@ -64,4 +72,4 @@ def decode_step(model: Transformer, token: int, cache: KVCache) -> Tensor:
         x = attention_step(layer.attention, x, rms_norm(x, layer.attention_norm), rot, kv, slot, n)
         x = ffn_step(layer.feed_forward, x, rms_norm(x, layer.ffn_norm))
     cache.advance(1)
-    return torch.mv(model.output.weight, rms_norm(x, model.norm))
+    return mv(model.output.weight, rms_norm(x, model.norm))

@@ -6,7 +6,8 @@
     ├── CheckpointError (ValueError)          a checkpoint that cannot be used as it is
     │   ├── CheckpointNotFoundError (FileNotFoundError)   a file the checkpoint needs is missing
     │   ├── UnsupportedArchitectureError      not a Mistral/Mixtral causal LM
-    │   └── ShapeMismatchError                a tensor's shape disagrees with the config
+    │   ├── ShapeMismatchError                a tensor's shape disagrees with the config
+    │   └── UnsupportedFormatVersionError     written by a newer bedrock-mistral
     └── TokenizerError (ValueError)           no usable tokenizer
 """
 
@@ -19,6 +20,7 @@ __all__ = [
     "ShapeMismatchError",
     "TokenizerError",
     "UnsupportedArchitectureError",
+    "UnsupportedFormatVersionError",
 ]
 
 
@@ -40,6 +42,14 @@ class UnsupportedArchitectureError(CheckpointError):
 
 class ShapeMismatchError(CheckpointError):
     """A tensor in the checkpoint does not have the shape its config implies."""
+
+
+class UnsupportedFormatVersionError(CheckpointError):
+    """A quantised checkpoint in a newer format version than this code reads."""
+
+    def __init__(self, message: str, *, found: int, supported: int) -> None:
+        super().__init__(message)
+        self.found, self.supported = found, supported
 
 
 class TokenizerError(LocalBackendError, ValueError):

@@ -16,12 +16,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from local_backend import quant_checkpoint as qc
 from local_backend.cache import KVCache
 from local_backend.checkpoint import load_transformer
 from local_backend.config import ModelConfig
-from local_backend.errors import CheckpointNotFoundError, TokenizerError
+from local_backend.errors import CheckpointError, CheckpointNotFoundError, TokenizerError
 from local_backend.generate import DEFAULT_PREFILL_CHUNK, SamplingParams, TextStream, token_stream
 from local_backend.model import MoeFeedForward, Transformer, select_experts
+from local_backend.quant import QuantSpec
 from local_backend.tokenizer import Tokenizer, find_tokenizer
 
 __all__ = ["BUNDLED_WEIGHTS", "LocalModel", "RoutingTrace", "load"]
@@ -224,12 +226,26 @@ class LocalModel:
         return [m for m in self.model.modules() if isinstance(m, MoeFeedForward)]
 
 
-def load(path: str | Path | None = None, dtype: str | None = None) -> LocalModel:
-    """Load a checkpoint folder (Hugging Face or consolidated); None = the bundled model.
+def load(
+    path: str | Path | None = None,
+    dtype: str | None = None,
+    *,
+    quantize: str | None = None,
+    group_size: int | None = None,
+) -> LocalModel:
+    """Load a checkpoint folder (Hugging Face, consolidated, or one we quantised); None = the
+    bundled model.
 
     dtype None keeps the checkpoint's own dtype, except for the bundled model, which is stored
     in half precision to stay small but runs in float32 (lossless, and on a CPU about twice as
-    fast as float16 at its size). "float32", "bfloat16" or "float16" converts.
+    fast as float16 at its size). "float32", "bfloat16" or "float16" converts. With a quantised
+    model, dtype is that of everything but the quantised matrices (residual stream, KV cache).
+
+    ``quantize="int8"`` (per output channel) or ``"int4"`` (groups of ``group_size`` = 32, 64
+    or 128 input columns, default 64) quantises every linear layer while loading, one tensor
+    at a time. A folder written by ``bedrock-mistral local quantize`` loads as it is.
+
+    >>> model = load("Mistral-7B-Instruct-v0.2", quantize="int4")   # doctest: +SKIP
     """
     root = BUNDLED_WEIGHTS if path is None else Path(path).expanduser()
     if root.is_file():
@@ -241,8 +257,33 @@ def load(path: str | Path | None = None, dtype: str | None = None) -> LocalModel
         )
     if path is None and dtype is None:
         dtype = BUNDLED_DTYPE
-    model = load_transformer(root, dtype=dtype)
+    model = _load_model(root, dtype, quantize, group_size)
     return LocalModel(model, _tokenizer_for(root, model.config.vocab_size), path=root)
+
+
+def _load_model(
+    root: Path, dtype: str | None, quantize: str | None, group_size: int | None
+) -> Transformer:
+    """Full precision, quantised while loading, or a quantised checkpoint as stored."""
+    if quantize is None and group_size is not None:
+        raise CheckpointError("group_size needs quantize='int4'")
+    if quantize is None and not qc.is_quantized(root):
+        return load_transformer(root, dtype=dtype)
+    spec = QuantSpec.parse(quantize, group_size) if quantize is not None else None
+    if not qc.is_quantized(root):
+        assert spec is not None
+        return qc.load_quantizing(root, spec, dtype=dtype)
+    stored, _ = qc.read_spec(root)
+    if spec is not None and spec != stored:
+        raise CheckpointError(
+            f"{root} is already quantised ({_describe(stored)}); it cannot be loaded as "
+            f"{_describe(spec)}: load it without quantize, or quantize the original checkpoint"
+        )
+    return qc.load_quantized(root, dtype=dtype)
+
+
+def _describe(spec: QuantSpec) -> str:
+    return spec.scheme if spec.scheme == "int8" else f"int4, group size {spec.group_size}"
 
 
 def _tokenizer_for(root: Path, vocab_size: int) -> Tokenizer | TokenizerError:

@@ -1,4 +1,4 @@
-"""``bedrock-mistral local``: look inside the local model.
+"""``bedrock-mistral local``: look inside the local model, and quantise checkpoints.
 
 ``local route`` draws the expert-assignment picture of the Mixtral paper for your own
 text: every token coloured by the expert its router picked first, in one layer, or as a
@@ -51,7 +51,52 @@ def piece_text(piece: str) -> str:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def local() -> None:
-    """Look inside the local model (needs the local extra: torch)."""
+    """Look inside the local model, quantise checkpoints (needs the local extra: torch)."""
+
+
+@local.command()
+@click.argument("src", type=click.Path(file_okay=False))
+@click.argument("dst", type=click.Path(file_okay=False))
+@click.option(
+    "--to",
+    "scheme",
+    type=click.Choice(["int8", "int4"]),
+    required=True,
+    help="int8: per output channel; int4: group-wise (smaller, a little less exact).",
+)
+@click.option(
+    "--group-size",
+    type=click.Choice(["32", "64", "128"]),
+    default=None,
+    help="int4 only: input columns sharing a scale (default 64; smaller is more exact).",
+)
+@click.option(
+    "--dtype",
+    default=None,
+    help="dtype of the tensors left unquantised (default: the checkpoint's).",
+)
+def quantize(src: str, dst: str, scheme: str, group_size: str | None, dtype: str | None) -> None:
+    """Write SRC's weights quantised to DST, a folder that loads directly.
+
+    \b
+      bedrock-mistral local quantize ./Mistral-7B-Instruct-v0.2 ./mistral-int4 --to int4
+      bedrock-mistral ask --backend local --local-model ./mistral-int4 "Hello"
+    """
+    from bedrock_mistral.errors import ValidationError
+    from local_backend.errors import LocalBackendError
+    from local_backend.quant import QuantSpec
+    from local_backend.quant_checkpoint import QUANTIZED_FILE, save_quantized
+
+    env = current_env()
+    try:
+        spec = QuantSpec.parse(scheme, None if group_size is None else int(group_size))
+        with env.err.status(f"quantising {src} to {scheme}…"):
+            out = save_quantized(src, dst, spec, dtype=dtype)
+    except LocalBackendError as err:
+        raise ValidationError(f"cannot quantise {src}: {err}") from err
+    size = (out / QUANTIZED_FILE).stat().st_size / 1e6
+    how = scheme if scheme == "int8" else f"int4, group size {spec.group_size}"
+    env.write(f"wrote {out} ({how}, {size:.1f} MB)\n")
 
 
 @local.command()
