@@ -1,7 +1,8 @@
 """The local backend: Bedrock's text-completion request served by our PyTorch model, offline.
 
 Importing this module is cheap; torch and ``local_backend`` are imported when a model is first
-needed. A model is loaded once per process for each (path, dtype) and shared by every client;
+needed. A model is loaded once per process for each (path, dtype, quantisation) and shared by
+every client;
 its forward calls are serialised one decode step at a time, so concurrent streams interleave.
 
 >>> from bedrock_mistral.types import CompletionRequest
@@ -40,10 +41,12 @@ __all__ = ["LocalBackend", "shared_model"]
 _INSTALL = install_extra("local")
 _REQUIRED = ("torch", "safetensors", "sentencepiece")
 
-_models: dict[tuple[str, str | None], LocalModel] = {}
+# (path, dtype, quantize, group_size): one loaded model each.
+ModelKey = tuple[str, str | None, str | None, int | None]
+_models: dict[ModelKey, LocalModel] = {}
 _registry_lock = threading.Lock()
-_load_locks: dict[tuple[str, str | None], threading.Lock] = {}
-_workers: dict[tuple[str, str | None], concurrent.futures.ThreadPoolExecutor] = {}
+_load_locks: dict[ModelKey, threading.Lock] = {}
+_workers: dict[ModelKey, concurrent.futures.ThreadPoolExecutor] = {}
 
 
 def unavailable_reason() -> str | None:
@@ -62,30 +65,47 @@ def _check_installed() -> None:
         )
 
 
-def shared_model(model_path: str | Path | None, dtype: str | None) -> LocalModel:
-    """The process-wide model for (path, dtype), loaded on first use (thread-safe)."""
-    key = _key(model_path, dtype)
+def shared_model(
+    model_path: str | Path | None,
+    dtype: str | None,
+    quantize: str | None = None,
+    group_size: int | None = None,
+) -> LocalModel:
+    """The process-wide model for these load options, loaded on first use (thread-safe)."""
+    key = _key(model_path, dtype, quantize, group_size)
     with _registry_lock:
         if key in _models:
             return _models[key]
         load_lock = _load_locks.setdefault(key, threading.Lock())
     with load_lock:  # one loader per key; other keys load in parallel
         if key not in _models:
-            model = _load(model_path, dtype)
+            model = _load(key, model_path)
             with _registry_lock:
                 _models[key] = model
     return _models[key]
 
 
-def _key(model_path: str | Path | None, dtype: str | None) -> tuple[str, str | None]:
-    return (str(Path(model_path).expanduser().resolve()) if model_path else "<bundled>", dtype)
+def _key(
+    model_path: str | Path | None,
+    dtype: str | None,
+    quantize: str | None = None,
+    group_size: int | None = None,
+) -> ModelKey:
+    where = "<bundled>"
+    if model_path:
+        text = str(model_path)
+        where = text if ":" in text and not Path(text).exists() else str(Path(text).resolve())
+    return (where, dtype, quantize, group_size)
 
 
 def model_worker(
-    model_path: str | Path | None, dtype: str | None
+    model_path: str | Path | None,
+    dtype: str | None,
+    quantize: str | None = None,
+    group_size: int | None = None,
 ) -> concurrent.futures.ThreadPoolExecutor:
     """The one thread that runs the async client's generations for this model, in turn."""
-    key = _key(model_path, dtype)
+    key = _key(model_path, dtype, quantize, group_size)
     with _registry_lock:
         worker = _workers.get(key)
         if worker is None:
@@ -95,7 +115,8 @@ def model_worker(
         return worker
 
 
-def _load(model_path: str | Path | None, dtype: str | None) -> LocalModel:
+def _load(key: ModelKey, model_path: str | Path | None) -> LocalModel:
+    _, dtype, quantize, group_size = key
     _check_installed()
     try:
         import local_backend
@@ -105,7 +126,7 @@ def _load(model_path: str | Path | None, dtype: str | None) -> LocalModel:
             f"the local backend cannot start: {err}", fix=_INSTALL
         ) from err
     try:
-        return local_backend.load(model_path, dtype=dtype)
+        return local_backend.load(model_path, dtype=dtype, quantize=quantize, group_size=group_size)
     except LocalBackendError as err:
         fix = (
             None
@@ -125,22 +146,36 @@ class LocalBackend:
     name = "local"
     unavailable_reason = staticmethod(unavailable_reason)  # the factory's optional check
 
-    def __init__(self, model_path: str | Path | None = None, *, dtype: str | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        dtype: str | None = None,
+        quantize: str | None = None,
+        group_size: int | None = None,
+    ) -> None:
+        if quantize not in (None, "int8", "int4"):
+            raise ValidationError.out_of_range("quantize", quantize, "int8 or int4")
         _check_installed()
         self.model_path = model_path
         self.dtype = dtype
+        # int8 / int4 weights, quantised at load (a checkpoint from `local quantize` is
+        # already quantised and needs neither).
+        self.quantize = quantize
+        self.group_size = group_size
 
     @property
     def model(self) -> LocalModel:
         """The shared loaded model (loads it on first use)."""
-        return shared_model(self.model_path, self.dtype)
+        return shared_model(self.model_path, self.dtype, self.quantize, self.group_size)
 
     def async_backend(self) -> ThreadedBackend:
         """For the async client: generations run off the loop in this model's one worker
         thread, one at a time (others queue), tokens handed to the loop as they come."""
         from bedrock_mistral.backends.aio import ThreadedBackend
 
-        return ThreadedBackend(self, executor=model_worker(self.model_path, self.dtype))
+        worker = model_worker(self.model_path, self.dtype, self.quantize, self.group_size)
+        return ThreadedBackend(self, executor=worker)
 
     # -- TokenCounter -----------------------------------------------------------------------
 

@@ -53,6 +53,12 @@ def _parse_params(
     "--local-model", default=None, type=click.Path(file_okay=False), help="Local model weights."
 )
 @click.option(
+    "--quantize",
+    type=click.Choice(["int8", "int4"]),
+    default=None,
+    help="Quantise the local model's weights as it loads.",
+)
+@click.option(
     "--base-url",
     default=None,
     help="URL of an OpenAI-compatible engine (--backend openai|ollama|vllm|llamacpp).",
@@ -177,6 +183,7 @@ def batch(**flags: Any) -> None:
                 "base_url",
                 "api_key",
                 "prompt_mode",
+                "quantize",
             )
         },
         local_model=flags["local_model"],

@@ -68,6 +68,7 @@ SETTING_KEYS: dict[str, str] = {
     "profile": "AWS profile name",
     "endpoint_url": "Bedrock runtime endpoint (e.g. a local `bedrock-mistral serve`)",
     "local_model": "directory of local model weights (default: the bundled model)",
+    "quantize": "int8 or int4: quantise the local model's weights as it loads",
     "base_url": "URL of an OpenAI-compatible engine, e.g. http://localhost:8000/v1",
     "api_key": "key for that engine (sent as a bearer token)",
     "prompt_mode": "chat (the engine's template) or raw (our [INST] prompt)",
@@ -85,6 +86,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "profile": ("AWS_PROFILE",),
     "endpoint_url": ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL"),
     "local_model": ("BEDROCK_MISTRAL_LOCAL_MODEL",),
+    "quantize": ("BEDROCK_MISTRAL_LOCAL_QUANTIZE",),
     "base_url": ("BEDROCK_MISTRAL_BASE_URL",),
     "api_key": ("BEDROCK_MISTRAL_OPENAI_API_KEY",),
     "prompt_mode": ("BEDROCK_MISTRAL_PROMPT_MODE",),
@@ -140,6 +142,12 @@ def _check_url(value: str) -> str:
     return value.strip()
 
 
+def _check_quantize(value: str) -> str:
+    if value.strip() not in ("int8", "int4"):
+        raise ValidationError.out_of_range("quantize", value, "int8 or int4")
+    return value.strip()
+
+
 def _check_prompt_mode(value: str) -> str:
     if value.strip() not in ("chat", "raw"):
         raise ValidationError.out_of_range("prompt_mode", value, "chat or raw")
@@ -153,6 +161,7 @@ _SETTING_CHECKS: dict[str, Callable[[str], str]] = {
     "profile": _check_text("profile"),
     "endpoint_url": _check_text("endpoint_url"),
     "local_model": _check_text("local_model"),
+    "quantize": _check_quantize,
     "base_url": _check_url,
     "api_key": _check_text("api_key"),
     "prompt_mode": _check_prompt_mode,
@@ -297,6 +306,7 @@ class Settings:
     base_url: str | None = None
     api_key: str | None = None
     prompt_mode: str | None = None
+    quantize: str | None = None
 
     def replace(self, **changes: Any) -> Settings:
         values = {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -81,6 +81,13 @@ def client_options(func: F) -> F:
             help="Directory of local model weights (default: the bundled model).",
         ),
         click.option(
+            "--quantize",
+            type=click.Choice(["int8", "int4"]),
+            default=None,
+            help="Quantise the local model's weights as it loads (int8: near-lossless; "
+            "int4: smallest and fastest).",
+        ),
+        click.option(
             "--base-url",
             default=None,
             help="URL of an OpenAI-compatible engine for --backend openai|ollama|vllm|llamacpp "
@@ -131,6 +138,7 @@ def settings_from(
     profile: str | None = None,
     endpoint_url: str | None = None,
     local_model: str | None = None,
+    quantize: str | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
     prompt_mode: str | None = None,
@@ -148,6 +156,7 @@ def settings_from(
         "profile": profile,
         "endpoint_url": endpoint_url,
         "local_model": local_model,
+        "quantize": quantize,
         "base_url": base_url,
         "api_key": api_key,
         "prompt_mode": prompt_mode,

@@ -155,3 +155,37 @@ def test_missing_torch_names_the_extra() -> None:
         "try:\n    LocalBackend()\nexcept BackendUnavailableError as err:\n    print(err)\n"
     )
     assert 'pip install "bedrock-mistral[local]"' in result.stdout, result.stderr
+
+
+def _quantized_layers(backend: LocalBackend) -> int:
+    from local_backend.quant import QuantizedLinear
+
+    return sum(isinstance(m, QuantizedLinear) for m in backend.model.model.modules())
+
+
+def test_quantize_is_a_backend_option_and_its_own_shared_model(checkpoint: Path) -> None:
+    from bedrock_mistral import MistralClient
+
+    plain = LocalBackend(checkpoint)
+    client = MistralClient(backend="local", local_model=str(checkpoint), quantize="int8")
+    quantized = client.backend
+    assert isinstance(quantized, LocalBackend) and quantized.quantize == "int8"
+    assert _quantized_layers(plain) == 0 and _quantized_layers(quantized) > 0
+    assert quantized.model is not plain.model  # another load, cached under its own key
+    assert quantized.model is LocalBackend(checkpoint, quantize="int8").model
+    reply = client.complete(PROMPT, max_tokens=6)
+    assert reply.usage.output_tokens == 6
+
+
+def test_the_cli_quantizes_the_bundled_model_and_it_still_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.helpers.cli import run_cli
+
+    result = run_cli("ask", "-b", "local", "--quantize", "int8", "What is the capital of France?")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == "Paris"
+    monkeypatch.setenv("BEDROCK_MISTRAL_LOCAL_QUANTIZE", "int3")
+    refused = run_cli("ask", "-b", "local", "hi")
+    assert refused.exit_code == 2
+    assert "quantize='int3' is not allowed: int8 or int4" in refused.stderr
