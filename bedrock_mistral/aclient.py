@@ -13,7 +13,7 @@ formatting and the context-window check (``prepare`` stays sync: it sends nothin
 the checks on tools, and the non-I/O halves of ``parse`` (:class:`~.structured.StructuredAsk`)
 and ``run_tools`` (:class:`~.tool_turns.ToolRounds`), which this client drives with ``await``.
 What differs is how requests go out: through an
-:class:`~bedrock_mistral.backends.aio.AsyncBackend` (Bedrock natively over httpx, echo
+:class:`~bedrock_mistral.backends.aio.AsyncBackend` (Bedrock natively over aiohttp, echo
 on the loop, the local model and other backends in worker threads), under the same
 :class:`~bedrock_mistral.retry.RetryPolicy` with ``await``-ed waits.
 """
