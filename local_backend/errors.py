@@ -7,7 +7,9 @@
     │   ├── CheckpointNotFoundError (FileNotFoundError)   a file the checkpoint needs is missing
     │   ├── UnsupportedArchitectureError      not a Mistral/Mixtral causal LM
     │   ├── ShapeMismatchError                a tensor's shape disagrees with the config
-    │   └── UnsupportedFormatVersionError     written by a newer bedrock-mistral
+    │   ├── UnsupportedFormatVersionError     written by a newer bedrock-mistral
+    │   ├── GGUFFormatError                   a truncated or corrupt GGUF file
+    │   └── UnsupportedBlockTypeError         a GGUF tensor in a block type we do not decode
     └── TokenizerError (ValueError)           no usable tokenizer
 """
 
@@ -16,10 +18,12 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
+    "GGUFFormatError",
     "LocalBackendError",
     "ShapeMismatchError",
     "TokenizerError",
     "UnsupportedArchitectureError",
+    "UnsupportedBlockTypeError",
     "UnsupportedFormatVersionError",
 ]
 
@@ -50,6 +54,18 @@ class UnsupportedFormatVersionError(CheckpointError):
     def __init__(self, message: str, *, found: int, supported: int) -> None:
         super().__init__(message)
         self.found, self.supported = found, supported
+
+
+class GGUFFormatError(CheckpointError):
+    """A GGUF file that is truncated or corrupt (bad magic, offsets past its end, ...)."""
+
+
+class UnsupportedBlockTypeError(CheckpointError):
+    """A GGUF tensor stored in a GGML block type we do not decode."""
+
+    def __init__(self, message: str, *, tensor: str, block_type: str) -> None:
+        super().__init__(message)
+        self.tensor, self.block_type = tensor, block_type
 
 
 class TokenizerError(LocalBackendError, ValueError):

@@ -245,8 +245,18 @@ def load(
     or 128 input columns, default 64) quantises every linear layer while loading, one tensor
     at a time. A folder written by ``bedrock-mistral local quantize`` loads as it is.
 
+    A GGUF file (llama.cpp, Ollama) or ``"ollama:NAME[:TAG]"`` (a model in Ollama's store)
+    loads through :mod:`local_backend.gguf`: its quantised blocks become our int8/int4 forms.
+
     >>> model = load("Mistral-7B-Instruct-v0.2", quantize="int4")   # doctest: +SKIP
+    >>> model = load("ollama:mistral")                              # doctest: +SKIP
     """
+    gguf_file = _gguf_path(path)
+    if gguf_file is not None:
+        from local_backend.gguf import load_gguf  # numpy block decoding, only for GGUF files
+
+        model, tokenizer = load_gguf(gguf_file, dtype, quantize=quantize, group_size=group_size)
+        return LocalModel(model, tokenizer, path=gguf_file)
     root = BUNDLED_WEIGHTS if path is None else Path(path).expanduser()
     if root.is_file():
         root = root.parent
@@ -259,6 +269,31 @@ def load(
         dtype = BUNDLED_DTYPE
     model = _load_model(root, dtype, quantize, group_size)
     return LocalModel(model, _tokenizer_for(root, model.config.vocab_size), path=root)
+
+
+def _gguf_path(path: str | Path | None) -> Path | None:
+    """The GGUF file ``path`` names (an ``ollama:`` reference resolved), or None."""
+    from local_backend import ollama
+
+    if ollama.is_ollama_ref(path):
+        assert isinstance(path, str)
+        return ollama.resolve_ollama(path)
+    if path is None:
+        return None
+    file = Path(path).expanduser()
+    if file.is_file() and (file.suffix.lower() == ".gguf" or _has_gguf_magic(file)):
+        return file
+    if file.suffix.lower() == ".gguf":
+        raise CheckpointNotFoundError(f"GGUF file {file} does not exist: check the path")
+    return None
+
+
+def _has_gguf_magic(file: Path) -> bool:
+    try:
+        with file.open("rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
 
 
 def _load_model(

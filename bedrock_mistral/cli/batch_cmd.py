@@ -50,7 +50,10 @@ def _parse_params(
     "`bedrock-mistral serve` URL.",
 )
 @click.option(
-    "--local-model", default=None, type=click.Path(file_okay=False), help="Local model weights."
+    "--local-model",
+    default=None,
+    type=click.Path(),
+    help="Local model: a weights folder, a GGUF file, or ollama:NAME[:TAG].",
 )
 @click.option(
     "--quantize",

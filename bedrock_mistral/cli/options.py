@@ -77,8 +77,9 @@ def client_options(func: F) -> F:
         click.option(
             "--local-model",
             default=None,
-            type=click.Path(file_okay=False),
-            help="Directory of local model weights (default: the bundled model).",
+            type=click.Path(),
+            help="Local model: a weights folder, a GGUF file, or ollama:NAME[:TAG] "
+            "(default: the bundled model).",
         ),
         click.option(
             "--quantize",

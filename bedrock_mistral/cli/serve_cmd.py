@@ -64,7 +64,7 @@ class FaultParam(click.ParamType[tuple[str, float], str]):
     "--local-model",
     type=click.Path(),
     envvar="BEDROCK_MISTRAL_LOCAL_MODEL",
-    help="Model folder for --backend local.",
+    help="Model for --backend local: a folder, a GGUF file, or ollama:NAME[:TAG].",
 )
 @click.option(
     "--model-id",

@@ -1,0 +1,128 @@
+"""A GGUF file's SentencePiece tokenizer (``tokenizer.ggml.model = "llama"``), rebuilt in memory.
+
+llama.cpp's converter copies each piece of ``tokenizer.model`` into the metadata:
+``tokenizer.ggml.tokens`` (the piece), ``.scores`` and ``.token_type`` (SentencePiece's own
+enum: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte), plus the BOS/EOS/UNK
+ids. We write those back into a SentencePiece ``ModelProto`` (protobuf, encoded here by hand
+so no protobuf package is needed) with Mistral's trainer and normalizer settings: BPE with
+byte fallback, the ``identity`` normalizer, a dummy prefix and no whitespace squeezing. The
+result encodes text exactly as the original ``tokenizer.model`` does.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import sentencepiece as spm
+
+from local_backend.errors import TokenizerError
+from local_backend.tokenizer import Tokenizer
+
+__all__ = ["model_proto", "tokenizer_from_metadata"]
+
+_BPE = 2
+_NORMAL, _BYTE = 1, 6
+_TYPES = range(1, 7)
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # negative int32 fields are ten-byte varints
+    out = bytearray()
+    while True:
+        low = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _int(field: int, value: int) -> bytes:
+    return _varint(field << 3) + _varint(value)
+
+
+def _bytes(field: int, value: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(value)) + value
+
+
+def _float(field: int, value: float) -> bytes:
+    return _varint(field << 3 | 5) + struct.pack("<f", value)
+
+
+def model_proto(
+    pieces: Sequence[str],
+    scores: Sequence[float],
+    types: Sequence[int],
+    *,
+    unk_id: int = 0,
+    bos_id: int = 1,
+    eos_id: int = 2,
+    add_dummy_prefix: bool = True,
+) -> bytes:
+    """A serialized SentencePiece BPE ``ModelProto`` holding these pieces."""
+    out = bytearray()
+    for piece, score, kind in zip(pieces, scores, types, strict=True):
+        body = _bytes(1, piece.encode("utf-8")) + _float(2, float(score))
+        if kind != _NORMAL:
+            body += _int(3, kind)
+        out += _bytes(1, body)
+    trainer = (
+        _int(3, _BPE)
+        + _int(4, len(pieces))
+        + _int(35, int(_BYTE in types))  # byte_fallback
+        + _int(40, unk_id)
+        + _int(41, bos_id)
+        + _int(42, eos_id)
+        + _int(43, -1)  # pad_id: none (encoding never pads)
+        + _bytes(44, " \u2047 ".encode())  # unk_surface, as Mistral's
+    )
+    normalizer = (
+        _bytes(1, b"identity")
+        + _int(3, int(add_dummy_prefix))
+        + _int(4, 0)  # remove_extra_whitespaces
+        + _int(5, 1)  # escape_whitespaces
+    )
+    out += _bytes(2, trainer) + _bytes(3, normalizer)
+    return bytes(out)
+
+
+def tokenizer_from_metadata(meta: dict[str, Any], where: str) -> Tokenizer:
+    """Our :class:`Tokenizer` from a GGUF file's ``tokenizer.ggml.*`` metadata."""
+    kind = meta.get("tokenizer.ggml.model")
+    if kind is None:
+        raise TokenizerError(f"{where} has no tokenizer in its metadata (tokenizer.ggml.model)")
+    if kind != "llama":
+        raise TokenizerError(
+            f"{where} has a {kind!r} tokenizer; we read SentencePiece ('llama') vocabularies only"
+        )
+    try:
+        pieces = list(meta["tokenizer.ggml.tokens"])
+        n = len(pieces)
+        scores = [float(s) for s in meta.get("tokenizer.ggml.scores", [0.0] * n)]
+        types = [int(t) for t in meta.get("tokenizer.ggml.token_type", [_NORMAL] * n)]
+    except (KeyError, TypeError, ValueError) as err:
+        raise TokenizerError(f"{where}: tokenizer metadata is incomplete: {err}") from err
+    if len(scores) != n or len(types) != n or any(t not in _TYPES for t in types):
+        raise TokenizerError(
+            f"{where}: tokenizer metadata disagrees with itself ({n} tokens, {len(scores)} "
+            f"scores, {len(types)} types, or a type outside 1..6)"
+        )
+    proto = model_proto(
+        pieces,
+        scores,
+        types,
+        unk_id=int(meta.get("tokenizer.ggml.unknown_token_id", 0)),
+        bos_id=int(meta.get("tokenizer.ggml.bos_token_id", 1)),
+        eos_id=int(meta.get("tokenizer.ggml.eos_token_id", 2)),
+        add_dummy_prefix=bool(meta.get("tokenizer.ggml.add_space_prefix", True)),
+    )
+    try:
+        processor = spm.SentencePieceProcessor(model_proto=proto)
+    except (RuntimeError, OSError) as err:
+        raise TokenizerError(
+            f"{where}: its vocabulary is not a valid SentencePiece model: {err}"
+        ) from err
+    return Tokenizer(processor)
