@@ -207,10 +207,12 @@ def test_a_missing_bundled_model_names_the_option_that_points_elsewhere(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("torch", reason="needs the local extra: pip install -e '.[local]'")
+    import bedrock_mistral.backends.local
     import local_backend.runtime
     from bedrock_mistral.backends.local import shared_model
 
     monkeypatch.setattr(local_backend.runtime, "BUNDLED_WEIGHTS", tmp_path / "not-installed")
+    monkeypatch.setattr(bedrock_mistral.backends.local, "_models", {})  # none loaded yet
     error = _raised(lambda: shared_model(None, None))
     assert isinstance(error, errors.BackendUnavailableError)
     assert "pass local_model=... or set BEDROCK_MISTRAL_LOCAL_MODEL" in str(error)
