@@ -251,7 +251,9 @@ def test_quantized_decode_equals_full_forward(
         first = model(tokens[:, :prefill], cache)[0]
         steps = [decode_step(model, int(t), cache) for t in tokens[0, prefill:]]
     got = torch.cat([first, torch.stack(steps)]) if steps else first
-    torch.testing.assert_close(got, expected, atol=2e-3 * expected.abs().max(), rtol=0)
+    # The quantised kernels compute in bf16, and a batched product rounds differently from a
+    # one-row one: allow one bf16 step (2**-8, relative) of the largest logit, no more.
+    torch.testing.assert_close(got, expected, atol=2**-8 * expected.abs().max(), rtol=0)
 
 
 # -- the quantised checkpoint -----------------------------------------------------------------
