@@ -8,7 +8,8 @@
     │   ├── UnsupportedArchitectureError      not a Mistral/Mixtral causal LM
     │   ├── ShapeMismatchError                a tensor's shape disagrees with the config
     │   └── UnsupportedFormatVersionError     written by a newer bedrock-mistral
-    └── TokenizerError (ValueError)           no usable tokenizer
+    ├── TokenizerError (ValueError)           no usable tokenizer
+    └── DeviceError (ValueError)              a device we cannot run on here
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
+    "DeviceError",
     "LocalBackendError",
     "ShapeMismatchError",
     "TokenizerError",
@@ -54,3 +56,7 @@ class UnsupportedFormatVersionError(CheckpointError):
 
 class TokenizerError(LocalBackendError, ValueError):
     """No usable SentencePiece tokenizer was found for this checkpoint."""
+
+
+class DeviceError(LocalBackendError, ValueError):
+    """The requested device is not one we run on, or not present on this machine."""
