@@ -3,10 +3,13 @@
 
     python benchmarks/bench_start.py               # 7 runs of each, medians
     python benchmarks/bench_start.py --runs 11 --json
+    git archive OLD | tar -x -C /tmp/old && python benchmarks/bench_start.py --baseline /tmp/old
 
 Each case is a fresh process, the way a user meets it; runs are interleaved (one of each
 case per round) so a busy machine slows every case alike. The ask answers one short question
 in full (load, tokenise, prefill, decode, print). Target (issue 12): at most 1.6x the peer.
+``--baseline DIR`` adds the same ask run from another source tree (``PYTHONPATH=DIR``), e.g.
+the commit before a change, to the same interleaved rounds.
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ TARGET_RATIO = 1.6
 PEER = "peer: import torch"
 
 
-def run(runs: int) -> dict[str, dict[str, float]]:
+ASK = "ask --backend local (bundled model)"
+
+
+def run(runs: int, baseline: Path | None = None) -> dict[str, dict[str, float]]:
     cli = _script()
     cases = {
         PEER: [sys.executable, "-c", "import torch"],
-        "ask --backend local (bundled model)": [
+        ASK: [
             *cli,
             "ask",
             "--backend",
@@ -40,12 +46,17 @@ def run(runs: int) -> dict[str, dict[str, float]]:
     }
     with tempfile.TemporaryDirectory() as tmp:
         env = _env(Path(tmp))
-        for command in cases.values():  # warm the file cache, compile .pyc files
-            _time(command, env)
+        envs = dict.fromkeys(cases, env)
+        if baseline is not None:
+            name = f"{ASK}, baseline {baseline}"
+            cases[name] = cases[ASK]
+            envs[name] = env | {"PYTHONPATH": str(baseline.resolve())}
+        for name, command in cases.items():  # warm the file cache, compile .pyc files
+            _time(command, envs[name])
         samples: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(runs):
             for name, command in cases.items():
-                samples[name].append(_time(command, env))
+                samples[name].append(_time(command, envs[name]))
     peer = statistics.median(samples[PEER])
     return {
         name: {
@@ -63,8 +74,11 @@ def main() -> None:
         "--runs", type=int, default=7, help="runs of each case (medians are reported)"
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="another source tree to time the ask from"
+    )
     args = parser.parse_args()
-    results = run(args.runs)
+    results = run(args.runs, args.baseline)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -72,7 +86,7 @@ def main() -> None:
         for name, row in results.items():
             median, low = row["median_s"] * 1000, row["min_s"] * 1000
             print(f"| {name} | {median:.0f} ms | {low:.0f} ms | {row['ratio']:.2f}x |")
-    ratio = results["ask --backend local (bundled model)"]["ratio"]
+    ratio = results[ASK]["ratio"]
     verdict = "meets" if ratio <= TARGET_RATIO else "misses"
     print(f"\nask is {ratio:.2f}x the peer: {verdict} the {TARGET_RATIO}x target", file=sys.stderr)
 

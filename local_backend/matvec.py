@@ -9,6 +9,9 @@ few milliseconds) and remembers the winner for the process; :func:`model.mv
 <local_backend.model.mv>`, ``addmv`` and ``linear`` read it. Both give the same numbers up to
 rounding.
 
+The choice is per dtype, not per device: a process that runs the same dtype on the CPU and on
+a GPU uses the path measured on whichever loaded first (both paths are correct on both).
+
 ``BEDROCK_MISTRAL_LOCAL_MATVEC=mv`` or ``=linear`` forces one path for every dtype (for
 benchmarks); ``auto`` (or unset) measures.
 """

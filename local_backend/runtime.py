@@ -21,6 +21,7 @@ from local_backend import quant_checkpoint as qc
 from local_backend.cache import KVCache
 from local_backend.checkpoint import load_transformer
 from local_backend.config import ModelConfig
+from local_backend.device import CUDA_DTYPE, resolve_device
 from local_backend.errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -38,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "weights"
 BUNDLED_DTYPE = "float32"
-CUDA_DTYPE = "bfloat16"  # dtype None on a GPU: half the bytes of float32, float32's range
 
 
 @dataclass(frozen=True)
@@ -287,23 +287,6 @@ def load(
     model = _load_model(root, dtype, quantize, group_size, where)
     matvec.choose(model.matvec_weights())
     return LocalModel(model, _tokenizer_for(root, model.config.vocab_size), path=root)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` as a torch.device; None = CUDA when available, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        where = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise DeviceError(f"device={device!r} is not a device: use 'cpu', 'cuda' or None") from err
-    if where.type not in ("cpu", "cuda"):
-        raise DeviceError(f"device={device!r}: the local model runs on 'cpu' or 'cuda'")
-    if where.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(
-            f"device={device!r} but this PyTorch sees no CUDA GPU: use device='cpu' (or None)"
-        )
-    return where
 
 
 def _load_model(

@@ -9,8 +9,8 @@ import local_backend
 from bedrock_mistral import MistralClient
 from bedrock_mistral.backends.local import LocalBackend
 from bedrock_mistral.errors import BackendUnavailableError, ValidationError
+from local_backend.device import resolve_device
 from local_backend.errors import DeviceError
-from local_backend.runtime import resolve_device
 from tests.helpers.cli import run_cli
 from tests.helpers.devices import requires_cuda
 
@@ -114,3 +114,16 @@ def test_the_cli_takes_device_as_a_flag_an_env_var_and_refuses_a_bad_one(
     from_env = run_cli("ask", "-b", "local", "hi")
     assert from_env.exit_code == 2
     assert "device='npu' is not allowed" in from_env.stderr
+
+
+def test_serve_refuses_a_bad_device_before_binding() -> None:
+    refused = run_cli("serve", "--device", "tpu", "--port", "0")
+    assert refused.exit_code == 2
+    assert "device='tpu' is not allowed: cpu, cuda or cuda:N" in refused.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_serve_on_cuda_without_a_gpu_fails_instead_of_serving_echo() -> None:
+    refused = run_cli("serve", "--device", "cuda", "--port", "0")
+    assert refused.exit_code == 3, refused.output
+    assert "no CUDA GPU" in refused.stderr and "--device cpu" in refused.stderr
