@@ -34,6 +34,7 @@ __all__ = [
     "UNIT_RANGE",
     "ParamSpec",
     "check_conversation",
+    "check_device",
     "check_param",
     "check_params",
     "parse_param",
@@ -254,3 +255,13 @@ def check_conversation(messages: Sequence[Message], *, continue_final: bool = Fa
         if last.role == "assistant"
         else None,
     )
+
+
+def check_device(device: str) -> str:
+    """A local model's device name, "cpu", "cuda" or "cuda:N", checked without importing
+    torch (whether a GPU is there is known only when the model loads)."""
+    name = device.strip()
+    kind, _, index = name.partition(":")
+    if name != "cpu" and not (kind == "cuda" and (not index or index.isdigit())):
+        raise ValidationError.out_of_range("device", device, "cpu, cuda or cuda:N")
+    return name

@@ -16,6 +16,10 @@ machine slows both alike: read the ratios; absolute numbers move with the machin
     python benchmarks/bench_model.py                      # bundled and medium, fp32 and bf16
     python benchmarks/bench_model.py --configs bundled --dtypes float32 --rounds 3
 
+``--compare-matvec`` adds our decode with each dense matrix-vector path forced (``torch.mv``
+and ``F.linear``, see ``local_backend.matvec``) to the same interleaved rounds, and prints them
+with the path the load measured as the faster.
+
 OpenMP's wait policy decides the small-model figures, for both sides alike: on an idle machine
 the default (workers spin briefly at each barrier) is fastest; on a machine whose cores are
 busy with other work, ``OMP_WAIT_POLICY=PASSIVE`` stops spinning workers from burning their
@@ -40,6 +44,7 @@ import torch
 from transformers import MixtralForCausalLM
 
 import local_backend
+from local_backend import matvec
 from local_backend.checkpoint import TORCH_DTYPES, save_pretrained
 from local_backend.config import PRESETS, DType, ModelConfig
 from local_backend.decode import decode_step
@@ -152,11 +157,36 @@ def measure(sides: Sides, args: argparse.Namespace) -> dict[str, float]:
     }
     sides.ours_decode(prompt, 4)  # warm-up
     sides.ref_decode(prompt, 4)
+    if args.compare_matvec:
+        for path in ("mv", "linear"):
+            runs[f"ours_decode_{path}"] = _forced(
+                path, sides.ours.dtype, lambda: sides.ours_decode(prompt, args.decode_tokens)
+            )
     samples: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.rounds):
         for key, run in runs.items():
             samples[key].append(run())
     return {k: min(v) for k, v in samples.items()}
+
+
+def _forced(path: str, dtype: torch.dtype, run: Callable[[], float]) -> Callable[[], float]:
+    """``run`` with ``dtype``'s dense products forced through ``path``, then the choice back."""
+
+    def forced() -> float:
+        chosen = dtype in matvec.LINEAR_DTYPES
+        if path == "linear":
+            matvec.LINEAR_DTYPES.add(dtype)
+        else:
+            matvec.LINEAR_DTYPES.discard(dtype)
+        try:
+            return run()
+        finally:
+            if chosen:
+                matvec.LINEAR_DTYPES.add(dtype)
+            else:
+                matvec.LINEAR_DTYPES.discard(dtype)
+
+    return forced
 
 
 def window_scaling(
@@ -205,6 +235,14 @@ def run_config(name: str, args: argparse.Namespace, bandwidth: float) -> None:
                 f"**{ours_pf / ref_pf:.2f}x**",
             ]
             print("| " + " | ".join(cells) + " |", flush=True)
+            if args.compare_matvec:
+                mv, lin = 1 / r["ours_decode_mv"], 1 / r["ours_decode_linear"]
+                print(
+                    f"|   ↳ {name} {dtype}: ours decode with mv {mv:.1f} tok/s "
+                    f"({mv / ref:.2f}x), with linear {lin:.1f} tok/s ({lin / ref:.2f}x); "
+                    f"measured choice: {sides.ours.matvec_path} |",
+                    flush=True,
+                )
             del sides
 
 
@@ -224,6 +262,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best kept)")
     parser.add_argument("--window", type=int, default=128, help="window of the flat-cost check")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--compare-matvec",
+        action="store_true",
+        help="also time our decode with torch.mv and with F.linear forced",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

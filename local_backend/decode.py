@@ -3,7 +3,8 @@ with a cache, in about half the tensor calls.
 
 At batch 1 and one token per step the cost of a small model is the number of tensor calls,
 not arithmetic, so this path drops the batch and sequence axes: every projection is a single
-``torch.mv``, RoPE for q and k of all heads is one ``[nh+nkv, d] @ [d, d]`` product with a
+matrix-vector call (``torch.mv`` or ``F.linear``, whichever :mod:`local_backend.matvec` found
+faster for the dtype), RoPE for q and k of all heads is one ``[nh+nkv, d] @ [d, d]`` product with a
 rotation matrix built once per step, and the new key/value go straight into their cache slot.
 ``tests/local/test_parity.py`` checks it against transformers through ``generate``.
 """
@@ -55,7 +56,7 @@ def attention_step(
 def ffn_step(ff: FeedForward | MoeFeedForward, x: Tensor, h: Tensor) -> Tensor:
     """Residual x [H] + feed-forward of the normed h [H] (dense, or the routed experts only)."""
     if isinstance(ff, MoeFeedForward):
-        return ff.decode_one(h, torch.mv(ff.gate.weight, h).tolist(), x)
+        return ff.decode_one(h, mv(ff.gate.weight, h).tolist(), x)
     gate, up = mv(ff.w13.weight, h).chunk(2)
     return addmv(x, ff.w2.weight, F.silu(gate) * up)
 

@@ -10,7 +10,8 @@
     │   ├── UnsupportedFormatVersionError     written by a newer bedrock-mistral
     │   ├── GGUFFormatError                   a truncated or corrupt GGUF file
     │   └── UnsupportedBlockTypeError         a GGUF tensor in a block type we do not decode
-    └── TokenizerError (ValueError)           no usable tokenizer
+    ├── TokenizerError (ValueError)           no usable tokenizer
+    └── DeviceError (ValueError)              a device we cannot run on here
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
+    "DeviceError",
     "GGUFFormatError",
     "LocalBackendError",
     "ShapeMismatchError",
@@ -70,3 +72,7 @@ class UnsupportedBlockTypeError(CheckpointError):
 
 class TokenizerError(LocalBackendError, ValueError):
     """No usable SentencePiece tokenizer was found for this checkpoint."""
+
+
+class DeviceError(LocalBackendError, ValueError):
+    """The requested device is not one we run on, or not present on this machine."""

@@ -55,9 +55,10 @@ class SamplingParams:
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k={self.top_k} must be >= 1 (or None for no limit)")
 
-    def generator(self) -> torch.Generator:
-        """A private RNG: seeded when ``seed`` is set, so sampling is reproducible."""
-        gen = torch.Generator()
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
+        """A private RNG on the logits' device: seeded when ``seed`` is set, so sampling is
+        reproducible (on that device type)."""
+        gen = torch.Generator(device=device)
         if self.seed is None:
             gen.seed()
         else:
@@ -124,7 +125,7 @@ def token_stream(
         return
     guard: AbstractContextManager[object] = lock if lock is not None else nullcontext()
     device = model.tok_embeddings.weight.device
-    generator = sampling.generator() if sampling.temperature > 0 else None
+    generator = sampling.generator(device) if sampling.temperature > 0 else None
     with torch.inference_mode():
         cache = model.new_cache(1, capacity=len(prompt) + max_new_tokens)
         tokens = torch.tensor([list(prompt)], device=device)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from local_backend.cache import KVCache, LayerKV, StepPlan, window_mask
 from local_backend.config import ModelConfig
+from local_backend.matvec import LINEAR_DTYPES
 from local_backend.quant import QuantizedWeight
 
 __all__ = [
@@ -37,12 +38,36 @@ __all__ = [
 Weight = Tensor | QuantizedWeight  # a matrix [N, K]: plain, or packed by local_backend.quant
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` without bias whose init is skipped on the meta device, where a checkpoint
+    fills it: there torch's init runs through decompositions that import ``torch._dynamo``
+    and sympy (~1 s of start-up). Built for real, it draws its init as before (same seeds,
+    same weights), before :meth:`Transformer.init_weights` overwrites it."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features, bias=False)
+
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
+
+class Embedding(nn.Embedding):
+    """``nn.Embedding`` whose init is skipped on the meta device, as for :class:`Linear`."""
+
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
+
 def linear(x: Tensor, weight: Weight) -> Tensor:
     """``F.linear`` without bias, except that a single row (a decode step) goes through
-    ``torch.mv``: one dispatch instead of five, and on the CPU it streams bf16 weights about
-    twice as fast as the GEMM path does for one token. A quantised weight runs its kernel."""
+    ``torch.mv`` where that is the faster product for the weight's dtype on this machine
+    (:mod:`local_backend.matvec` measures it at load). A quantised weight runs its kernel."""
     if not isinstance(weight, Tensor):
         return weight.linear(x)
+    if weight.dtype in LINEAR_DTYPES:
+        return F.linear(x, weight)
     if x.dim() == 1:
         return torch.mv(weight, x)
     if x.numel() == weight.shape[1]:
@@ -52,16 +77,20 @@ def linear(x: Tensor, weight: Weight) -> Tensor:
 
 def mv(weight: Weight, x: Tensor) -> Tensor:
     """``weight @ x`` for a vector x [K] -> [N]."""
-    if isinstance(weight, Tensor):
-        return torch.mv(weight, x)
-    return weight.mv(x)
+    if not isinstance(weight, Tensor):
+        return weight.mv(x)
+    if weight.dtype in LINEAR_DTYPES:
+        return F.linear(x, weight)
+    return torch.mv(weight, x)
 
 
 def addmv(residual: Tensor, weight: Weight, x: Tensor, alpha: float = 1.0) -> Tensor:
-    """``residual + alpha * weight @ x`` in one call for vectors."""
-    if isinstance(weight, Tensor):
-        return torch.addmv(residual, weight, x, alpha=alpha)
-    return weight.addmv(residual, x, alpha)
+    """``residual + alpha * weight @ x`` for vectors (one fused call on the ``mv`` path)."""
+    if not isinstance(weight, Tensor):
+        return weight.addmv(residual, x, alpha)
+    if weight.dtype in LINEAR_DTYPES:
+        return torch.add(residual, F.linear(x, weight), alpha=alpha)
+    return torch.addmv(residual, weight, x, alpha=alpha)
 
 
 class RMSNorm(nn.Module):
@@ -147,8 +176,8 @@ class Attention(nn.Module):
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int, head_dim: int) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
-        self.wqkv = nn.Linear(dim, (n_heads + 2 * n_kv_heads) * head_dim, bias=False)
-        self.wo = nn.Linear(n_heads * head_dim, dim, bias=False)
+        self.wqkv = Linear(dim, (n_heads + 2 * n_kv_heads) * head_dim)
+        self.wo = Linear(n_heads * head_dim, dim)
 
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, plan: StepPlan, kv: LayerKV | None
@@ -178,8 +207,8 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden_dim: int) -> None:
         super().__init__()
         self.hidden_dim = hidden_dim
-        self.w13 = nn.Linear(dim, 2 * hidden_dim, bias=False)
-        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+        self.w13 = Linear(dim, 2 * hidden_dim)
+        self.w2 = Linear(hidden_dim, dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         gate, up = linear(x, self.w13.weight).chunk(2, dim=-1)
@@ -207,7 +236,7 @@ class MoeFeedForward(nn.Module):
     ) -> None:
         super().__init__()
         self.num_experts, self.top_k, self.hidden_dim = num_experts, num_experts_per_tok, hidden_dim
-        self.gate = nn.Linear(dim, num_experts, bias=False)
+        self.gate = Linear(dim, num_experts)
         self.w13 = nn.Parameter(torch.empty(num_experts, 2 * hidden_dim, dim))  # [E, 2I, H]
         self.w2 = nn.Parameter(torch.empty(num_experts, dim, hidden_dim))  # [E, H, I]
 
@@ -314,10 +343,10 @@ class Transformer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.tok_embeddings = Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
-        self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.output = Linear(config.dim, config.vocab_size)
         self.rotary = RotaryTable(config.head_dim, config.rope_theta)
         if config.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
@@ -393,6 +422,18 @@ class Transformer(nn.Module):
             return StepPlan(0, seqlen, 0, 0, (), None, True)
         pos = torch.arange(seqlen, device=device)
         return StepPlan(0, seqlen, 0, 0, (), window_mask(pos, pos, window), False)
+
+    def matvec_weights(self) -> list[Tensor]:
+        """The dense matrices one decode step multiplies by, from the first layer and the
+        head (quantised ones left out): what :func:`local_backend.matvec.choose` times."""
+        layer = self.blocks[0]
+        ff = layer.feed_forward
+        if isinstance(ff, FeedForward):
+            ffn = [ff.w13.weight, ff.w2.weight]
+        else:
+            ffn = [ff.w13[0], ff.w2[0]]  # one expert
+        found = [layer.attention.wqkv.weight, layer.attention.wo.weight, *ffn, self.output.weight]
+        return [w for w in found if isinstance(w, Tensor) and w.dim() == 2]
 
     def num_parameters(self, *, active: bool = False) -> int:
         """Parameter count; ``active=True`` counts only the experts one token uses."""

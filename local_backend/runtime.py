@@ -16,11 +16,18 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from local_backend import matvec
 from local_backend import quant_checkpoint as qc
 from local_backend.cache import KVCache
 from local_backend.checkpoint import load_transformer
 from local_backend.config import ModelConfig
-from local_backend.errors import CheckpointError, CheckpointNotFoundError, TokenizerError
+from local_backend.device import CUDA_DTYPE, resolve_device
+from local_backend.errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    DeviceError,
+    TokenizerError,
+)
 from local_backend.generate import DEFAULT_PREFILL_CHUNK, SamplingParams, TextStream, token_stream
 from local_backend.model import MoeFeedForward, Transformer, select_experts
 from local_backend.quant import QuantSpec
@@ -86,6 +93,16 @@ class LocalModel:
         return self.model.tok_embeddings.weight.dtype
 
     @property
+    def device(self) -> torch.device:
+        return self.model.tok_embeddings.weight.device
+
+    @property
+    def matvec_path(self) -> matvec.MatvecPath:
+        """How a decode step multiplies by this model's dense matrices: ``"mv"`` or
+        ``"linear"``, measured at the first load in its dtype (:mod:`local_backend.matvec`)."""
+        return matvec.path_for(self.dtype)
+
+    @property
     def context_window(self) -> int:
         return self.config.max_seq_len
 
@@ -99,7 +116,7 @@ class LocalModel:
         if batch.dim() == 1:
             batch = batch[None]
         with self.lock, torch.inference_mode():
-            logits: Tensor = self.model(batch.to(self.model.tok_embeddings.weight.device), cache)
+            logits: Tensor = self.model(batch.to(self.device), cache)
         return logits
 
     def stream(
@@ -201,7 +218,8 @@ class LocalModel:
         if not ids:
             raise ValueError("the prompt is empty: nothing to route")
         with self.lock, torch.inference_mode():
-            _, router_logits = self.model.forward_with_router_logits(torch.tensor([ids]))
+            batch = torch.tensor([ids], device=self.device)
+            _, router_logits = self.model.forward_with_router_logits(batch)
         experts, weights = [], []
         for logits in router_logits:
             w, e = select_experts(logits, moe.num_experts_per_tok)
@@ -232,6 +250,7 @@ def load(
     *,
     quantize: str | None = None,
     group_size: int | None = None,
+    device: str | torch.device | None = None,
 ) -> LocalModel:
     """Load a checkpoint folder (Hugging Face, consolidated, or one we quantised); None = the
     bundled model.
@@ -246,7 +265,11 @@ def load(
     at a time. A folder written by ``bedrock-mistral local quantize`` loads as it is.
 
     A GGUF file (llama.cpp, Ollama) or ``"ollama:NAME[:TAG]"`` (a model in Ollama's store)
-    loads through :mod:`local_backend.gguf`: its quantised blocks become our int8/int4 forms.
+    loads through :mod:`local_backend.gguf`: its quantised blocks become our int8/int4 forms
+    (on the CPU: for GGUF, device None means "cpu").
+
+    ``device`` "cpu" or "cuda" (or "cuda:N"); None picks CUDA when available, else the CPU. On
+    CUDA, dtype None means bfloat16; on the CPU the defaults above hold.
 
     >>> model = load("Mistral-7B-Instruct-v0.2", quantize="int4")   # doctest: +SKIP
     >>> model = load("ollama:mistral")                              # doctest: +SKIP
@@ -255,7 +278,10 @@ def load(
     if gguf_file is not None:
         from local_backend.gguf import load_gguf  # numpy block decoding, only for GGUF files
 
+        if device is not None and resolve_device(device).type != "cpu":
+            raise DeviceError("GGUF files run on the CPU only for now: load with device='cpu'")
         model, tokenizer = load_gguf(gguf_file, dtype, quantize=quantize, group_size=group_size)
+        matvec.choose(model.matvec_weights())
         return LocalModel(model, tokenizer, path=gguf_file)
     root = BUNDLED_WEIGHTS if path is None else Path(path).expanduser()
     if root.is_file():
@@ -265,9 +291,15 @@ def load(
             f"the bundled model is not installed in {root}: pass a checkpoint folder, e.g. "
             "local_backend.load('/path/to/Mistral-7B-Instruct-v0.2')"
         )
+    where = resolve_device(device)
+    if dtype is None and where.type == "cuda":
+        dtype = CUDA_DTYPE
     if path is None and dtype is None:
         dtype = BUNDLED_DTYPE
-    model = _load_model(root, dtype, quantize, group_size)
+    if where.type != "cpu" and (quantize is not None or qc.is_quantized(root)):
+        raise DeviceError("quantised weights run on the CPU only for now: load with device='cpu'")
+    model = _load_model(root, dtype, quantize, group_size, where)
+    matvec.choose(model.matvec_weights())
     return LocalModel(model, _tokenizer_for(root, model.config.vocab_size), path=root)
 
 
@@ -297,13 +329,17 @@ def _has_gguf_magic(file: Path) -> bool:
 
 
 def _load_model(
-    root: Path, dtype: str | None, quantize: str | None, group_size: int | None
+    root: Path,
+    dtype: str | None,
+    quantize: str | None,
+    group_size: int | None,
+    device: torch.device,
 ) -> Transformer:
     """Full precision, quantised while loading, or a quantised checkpoint as stored."""
     if quantize is None and group_size is not None:
         raise CheckpointError("group_size needs quantize='int4'")
     if quantize is None and not qc.is_quantized(root):
-        return load_transformer(root, dtype=dtype)
+        return load_transformer(root, dtype=dtype, device=device)
     spec = QuantSpec.parse(quantize, group_size) if quantize is not None else None
     if not qc.is_quantized(root):
         assert spec is not None

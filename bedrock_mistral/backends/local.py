@@ -1,11 +1,12 @@
 """The local backend: Bedrock's text-completion request served by our PyTorch model, offline.
 
 Importing this module is cheap; torch and ``local_backend`` are imported when a model is first
-needed. A model is loaded once per process for each (path, dtype, quantisation) and shared by
-every client;
+needed. A model is loaded once per process for each (path, dtype, quantisation, device) and
+shared by every client;
 its forward calls are serialised one decode step at a time, so concurrent streams interleave.
 
->>> from bedrock_mistral.types import CompletionRequest
+>>> from bedrock_mistral.validation import check_device
+from bedrock_mistral.types import CompletionRequest
 >>> backend = LocalBackend()                                              # doctest: +SKIP
 >>> backend.complete(CompletionRequest(model_id="local", prompt="<s> [INST] Hi [/INST]",
 ...                                    max_tokens=20)).text                # doctest: +SKIP
@@ -30,6 +31,7 @@ from bedrock_mistral.errors import (
     install_extra,
 )
 from bedrock_mistral.types import Completion, CompletionRequest, StreamEnd, TextDelta, Usage
+from bedrock_mistral.validation import check_device
 
 if TYPE_CHECKING:
     from bedrock_mistral.backends.aio import ThreadedBackend
@@ -41,8 +43,8 @@ __all__ = ["LocalBackend", "shared_model"]
 _INSTALL = install_extra("local")
 _REQUIRED = ("torch", "safetensors", "sentencepiece")
 
-# (path, dtype, quantize, group_size): one loaded model each.
-ModelKey = tuple[str, str | None, str | None, int | None]
+# (path, dtype, quantize, group_size, device): one loaded model each.
+ModelKey = tuple[str, str | None, str | None, int | None, str | None]
 _models: dict[ModelKey, LocalModel] = {}
 _registry_lock = threading.Lock()
 _load_locks: dict[ModelKey, threading.Lock] = {}
@@ -70,9 +72,10 @@ def shared_model(
     dtype: str | None,
     quantize: str | None = None,
     group_size: int | None = None,
+    device: str | None = None,
 ) -> LocalModel:
     """The process-wide model for these load options, loaded on first use (thread-safe)."""
-    key = _key(model_path, dtype, quantize, group_size)
+    key = _key(model_path, dtype, quantize, group_size, device)
     with _registry_lock:
         if key in _models:
             return _models[key]
@@ -90,12 +93,13 @@ def _key(
     dtype: str | None,
     quantize: str | None = None,
     group_size: int | None = None,
+    device: str | None = None,
 ) -> ModelKey:
     where = "<bundled>"
     if model_path:
         text = str(model_path)
         where = text if ":" in text and not Path(text).exists() else str(Path(text).resolve())
-    return (where, dtype, quantize, group_size)
+    return (where, dtype, quantize, group_size, device)
 
 
 def model_worker(
@@ -103,9 +107,10 @@ def model_worker(
     dtype: str | None,
     quantize: str | None = None,
     group_size: int | None = None,
+    device: str | None = None,
 ) -> concurrent.futures.ThreadPoolExecutor:
     """The one thread that runs the async client's generations for this model, in turn."""
-    key = _key(model_path, dtype, quantize, group_size)
+    key = _key(model_path, dtype, quantize, group_size, device)
     with _registry_lock:
         worker = _workers.get(key)
         if worker is None:
@@ -116,23 +121,25 @@ def model_worker(
 
 
 def _load(key: ModelKey, model_path: str | Path | None) -> LocalModel:
-    _, dtype, quantize, group_size = key
+    _, dtype, quantize, group_size, device = key
     _check_installed()
     try:
         import local_backend
-        from local_backend.errors import LocalBackendError
+        from local_backend.errors import DeviceError, LocalBackendError
     except ImportError as err:
         raise BackendUnavailableError(
             f"the local backend cannot start: {err}", fix=_INSTALL
         ) from err
     try:
-        return local_backend.load(model_path, dtype=dtype, quantize=quantize, group_size=group_size)
-    except LocalBackendError as err:
-        fix = (
-            None
-            if model_path
-            else Fix("pass {} or set BEDROCK_MISTRAL_LOCAL_MODEL", Arg("local_model"))
+        return local_backend.load(
+            model_path, dtype=dtype, quantize=quantize, group_size=group_size, device=device
         )
+    except LocalBackendError as err:
+        fix: Fix | None = None
+        if isinstance(err, DeviceError):
+            fix = Fix("pass {} (or leave the device unset)", Arg("device", "cpu"))
+        elif not model_path:
+            fix = Fix("pass {} or set BEDROCK_MISTRAL_LOCAL_MODEL", Arg("local_model"))
         raise BackendUnavailableError(f"the local model cannot be loaded: {err}", fix=fix) from err
 
 
@@ -153,9 +160,12 @@ class LocalBackend:
         dtype: str | None = None,
         quantize: str | None = None,
         group_size: int | None = None,
+        device: str | None = None,
     ) -> None:
         if quantize not in (None, "int8", "int4"):
             raise ValidationError.out_of_range("quantize", quantize, "int8 or int4")
+        if device is not None:
+            device = check_device(device)
         _check_installed()
         self.model_path = model_path
         self.dtype = dtype
@@ -163,18 +173,24 @@ class LocalBackend:
         # already quantised and needs neither).
         self.quantize = quantize
         self.group_size = group_size
+        self.device = device  # "cpu", "cuda[:N]"; None = CUDA when available, else the CPU
 
     @property
     def model(self) -> LocalModel:
         """The shared loaded model (loads it on first use)."""
-        return shared_model(self.model_path, self.dtype, self.quantize, self.group_size)
+        return shared_model(*self._load_options())
+
+    def _load_options(
+        self,
+    ) -> tuple[str | Path | None, str | None, str | None, int | None, str | None]:
+        return self.model_path, self.dtype, self.quantize, self.group_size, self.device
 
     def async_backend(self) -> ThreadedBackend:
         """For the async client: generations run off the loop in this model's one worker
         thread, one at a time (others queue), tokens handed to the loop as they come."""
         from bedrock_mistral.backends.aio import ThreadedBackend
 
-        worker = model_worker(self.model_path, self.dtype, self.quantize, self.group_size)
+        worker = model_worker(*self._load_options())
         return ThreadedBackend(self, executor=worker)
 
     # -- TokenCounter -----------------------------------------------------------------------

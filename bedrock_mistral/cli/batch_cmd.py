@@ -62,6 +62,12 @@ def _parse_params(
     help="Quantise the local model's weights as it loads.",
 )
 @click.option(
+    "--device",
+    default=None,
+    metavar="cpu|cuda[:N]",
+    help="Where the local model runs (default: cuda when available, else cpu).",
+)
+@click.option(
     "--base-url",
     default=None,
     help="URL of an OpenAI-compatible engine (--backend openai|ollama|vllm|llamacpp).",
@@ -187,6 +193,7 @@ def batch(**flags: Any) -> None:
                 "api_key",
                 "prompt_mode",
                 "quantize",
+                "device",
             )
         },
         local_model=flags["local_model"],

@@ -29,6 +29,7 @@ def make_client(settings: Settings, **backend_options: Any) -> MistralClient:
         endpoint_url=settings.endpoint_url,
         local_model=settings.local_model,
         quantize=settings.quantize,
+        device=settings.device,
         base_url=settings.base_url,
         api_key=settings.api_key,
         prompt_mode=settings.prompt_mode,

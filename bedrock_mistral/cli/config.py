@@ -28,7 +28,7 @@ import tomli_w
 
 from bedrock_mistral.cli.fsutil import atomic_write_text, config_dir
 from bedrock_mistral.errors import ConfigurationError, ValidationError
-from bedrock_mistral.validation import PARAMS, parse_param
+from bedrock_mistral.validation import PARAMS, check_device, parse_param
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -69,6 +69,7 @@ SETTING_KEYS: dict[str, str] = {
     "endpoint_url": "Bedrock runtime endpoint (e.g. a local `bedrock-mistral serve`)",
     "local_model": "directory of local model weights (default: the bundled model)",
     "quantize": "int8 or int4: quantise the local model's weights as it loads",
+    "device": "cpu or cuda[:N]: where the local model runs (default: cuda when available)",
     "base_url": "URL of an OpenAI-compatible engine, e.g. http://localhost:8000/v1",
     "api_key": "key for that engine (sent as a bearer token)",
     "prompt_mode": "chat (the engine's template) or raw (our [INST] prompt)",
@@ -87,6 +88,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "endpoint_url": ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL"),
     "local_model": ("BEDROCK_MISTRAL_LOCAL_MODEL",),
     "quantize": ("BEDROCK_MISTRAL_LOCAL_QUANTIZE",),
+    "device": ("BEDROCK_MISTRAL_LOCAL_DEVICE",),
     "base_url": ("BEDROCK_MISTRAL_BASE_URL",),
     "api_key": ("BEDROCK_MISTRAL_OPENAI_API_KEY",),
     "prompt_mode": ("BEDROCK_MISTRAL_PROMPT_MODE",),
@@ -162,6 +164,7 @@ _SETTING_CHECKS: dict[str, Callable[[str], str]] = {
     "endpoint_url": _check_text("endpoint_url"),
     "local_model": _check_text("local_model"),
     "quantize": _check_quantize,
+    "device": check_device,
     "base_url": _check_url,
     "api_key": _check_text("api_key"),
     "prompt_mode": _check_prompt_mode,
@@ -307,6 +310,7 @@ class Settings:
     api_key: str | None = None
     prompt_mode: str | None = None
     quantize: str | None = None
+    device: str | None = None
 
     def replace(self, **changes: Any) -> Settings:
         values = {name: getattr(self, name) for name in self.__dataclass_fields__}

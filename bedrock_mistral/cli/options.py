@@ -89,6 +89,12 @@ def client_options(func: F) -> F:
             "int4: smallest and fastest).",
         ),
         click.option(
+            "--device",
+            default=None,
+            metavar="cpu|cuda[:N]",
+            help="Where the local model runs (default: cuda when available, else cpu).",
+        ),
+        click.option(
             "--base-url",
             default=None,
             help="URL of an OpenAI-compatible engine for --backend openai|ollama|vllm|llamacpp "
@@ -140,6 +146,7 @@ def settings_from(
     endpoint_url: str | None = None,
     local_model: str | None = None,
     quantize: str | None = None,
+    device: str | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
     prompt_mode: str | None = None,
@@ -158,6 +165,7 @@ def settings_from(
         "endpoint_url": endpoint_url,
         "local_model": local_model,
         "quantize": quantize,
+        "device": device,
         "base_url": base_url,
         "api_key": api_key,
         "prompt_mode": prompt_mode,

@@ -67,6 +67,13 @@ class FaultParam(click.ParamType[tuple[str, float], str]):
     help="Model for --backend local: a folder, a GGUF file, or ollama:NAME[:TAG].",
 )
 @click.option(
+    "--device",
+    default=None,
+    metavar="cpu|cuda[:N]",
+    envvar="BEDROCK_MISTRAL_LOCAL_DEVICE",
+    help="Where --backend local runs (default: cuda when available, else cpu).",
+)
+@click.option(
     "--model-id",
     "model_ids",
     multiple=True,
@@ -116,6 +123,7 @@ def serve(
     port: int,
     backend: str | None,
     local_model: str | None,
+    device: str | None,
     model_ids: tuple[str, ...],
     max_concurrency: int | None,
     latency_ms: float,
@@ -155,7 +163,7 @@ def serve(
         seed=seed,
         api_key=api_key or None,
     )
-    chosen = _backend(backend, local_model)
+    chosen = _backend(backend, local_model, device)
     app = BedrockApp(chosen, config, stats=ServerStats(max_records=10_000))
     run_server(
         app,
@@ -167,14 +175,14 @@ def serve(
     )
 
 
-def _backend(choice: str | None, local_model: str | None) -> Any:
+def _backend(choice: str | None, local_model: str | None, device: str | None = None) -> Any:
     """The explicit choice, or 'local' falling back to echo when it is not installed."""
     from bedrock_mistral.backends.factory import create_backend
     from bedrock_mistral.errors import BackendUnavailableError
 
-    options = {"model_path": local_model}
-    if choice is not None:
-        return _warm(create_backend(choice, options))
+    options = {"model_path": local_model, "device": device}
+    if choice is not None or device is not None:  # a device asks for the local model itself
+        return _warm(create_backend(choice or "local", options))
     try:
         return _warm(create_backend("local", options))
     except BackendUnavailableError as err:

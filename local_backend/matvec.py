@@ -1,0 +1,133 @@
+"""Which product a dense weight's matrix-vector call uses: ``torch.mv`` or ``F.linear``,
+chosen per dtype by measurement on the running machine.
+
+Neither is fastest everywhere. On an Intel CPU with AMX, bf16 ``torch.mv`` streamed weights
+faster than the GEMM path; on an AMD EPYC (AVX-512 BF16, no AMX) ``F.linear`` of one row is
+2-3x faster in bf16, and for tiny float32 matrices ``torch.mv`` wins on dispatch cost alone.
+So the first load of a model in a dtype times both on slices of that model's own matrices (a
+few milliseconds) and remembers the winner for the process; :func:`model.mv
+<local_backend.model.mv>`, ``addmv`` and ``linear`` read it. Both give the same numbers up to
+rounding.
+
+The choice is per dtype, not per device: a process that runs the same dtype on the CPU and on
+a GPU uses the path measured on whichever loaded first (both paths are correct on both).
+
+``BEDROCK_MISTRAL_LOCAL_MATVEC=mv`` or ``=linear`` forces one path for every dtype (for
+benchmarks); ``auto`` (or unset) measures.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from local_backend.errors import LocalBackendError
+
+__all__ = ["ENV_VAR", "LINEAR_DTYPES", "MatvecPath", "choose", "chosen", "path_for"]
+
+logger = logging.getLogger(__name__)
+
+MatvecPath = Literal["mv", "linear"]
+ENV_VAR = "BEDROCK_MISTRAL_LOCAL_MATVEC"
+# Dtypes whose dense matrix-vector products go through F.linear; read on every product, so a
+# plain set (a dtype lookup costs ~60 ns, a device lookup several times that).
+LINEAR_DTYPES: set[torch.dtype] = set()
+_chosen: dict[torch.dtype, MatvecPath] = {}
+
+_MAX_BYTES = 2 << 20  # each timed matrix is a row slice of at most 2 MiB: a few ms in all
+_ROUNDS = 5
+
+
+def path_for(dtype: torch.dtype) -> MatvecPath:
+    """The path products in ``dtype`` take now (``mv`` until a model in it was loaded)."""
+    return "linear" if dtype in LINEAR_DTYPES else "mv"
+
+
+def chosen() -> dict[str, MatvecPath]:
+    """Every choice made in this process, by dtype name (for logs and ``doctor``)."""
+    return {str(dtype).removeprefix("torch."): path for dtype, path in _chosen.items()}
+
+
+def choose(weights: Sequence[Tensor]) -> MatvecPath:
+    """Pick (once per dtype and process) the faster path for matrices like ``weights``
+    [N, K], all of one dtype and device; returns the path now in force for that dtype."""
+    if not weights:
+        return "mv"
+    dtype = weights[0].dtype
+    if dtype not in _chosen:
+        forced = _forced()
+        path = forced or _measure(weights)
+        _chosen[dtype] = path
+        if path == "linear":
+            LINEAR_DTYPES.add(dtype)
+        else:
+            LINEAR_DTYPES.discard(dtype)
+    return _chosen[dtype]
+
+
+def _forced() -> MatvecPath | None:
+    value = os.environ.get(ENV_VAR, "auto").strip().lower()
+    if value in ("", "auto"):
+        return None
+    if value not in ("mv", "linear"):
+        raise LocalBackendError(f"{ENV_VAR}={value!r}: use mv, linear or auto")
+    logger.info("matrix-vector path forced by %s: %s", ENV_VAR, value)
+    return "mv" if value == "mv" else "linear"
+
+
+def _measure(weights: Sequence[Tensor]) -> MatvecPath:
+    """Best-of-rounds total time of each path over the matrices, interleaved so a busy
+    machine slows both alike; ties (within 5%) keep ``mv``, one dispatch per call."""
+    cases = [_slice(w) for w in weights]
+    device = cases[0].device
+    sync: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else _no_sync
+    xs = [torch.randn(w.shape[1], dtype=w.dtype, device=device) for w in cases]
+    paths: dict[MatvecPath, Callable[[Tensor, Tensor], Tensor]] = {
+        "mv": torch.mv,
+        "linear": lambda w, x: F.linear(x, w),
+    }
+    best = dict.fromkeys(paths, float("inf"))
+    with torch.inference_mode():
+        for fn in paths.values():  # warm up: first calls pick kernels, fault pages in
+            for w, x in zip(cases, xs, strict=True):
+                fn(w, x)
+        for _ in range(_ROUNDS):
+            for name, fn in paths.items():
+                sync()
+                started = time.perf_counter()
+                for w, x in zip(cases, xs, strict=True):
+                    fn(w, x)
+                sync()
+                best[name] = min(best[name], time.perf_counter() - started)
+    path: MatvecPath = "linear" if best["linear"] < 0.95 * best["mv"] else "mv"
+    logger.info(
+        "matrix-vector path for %s on %s: %s (mv %.0f us, linear %.0f us)",
+        str(cases[0].dtype).removeprefix("torch."),
+        device.type,
+        path,
+        best["mv"] * 1e6,
+        best["linear"] * 1e6,
+    )
+    return path
+
+
+def _slice(w: Tensor) -> Tensor:
+    rows = max(1, min(w.shape[0], _MAX_BYTES // max(1, w.shape[1] * w.element_size())))
+    return w.detach()[:rows]
+
+
+def _no_sync() -> None:
+    pass
+
+
+def reset() -> None:
+    """Forget every choice (tests; the next load measures again)."""
+    _chosen.clear()
+    LINEAR_DTYPES.clear()
