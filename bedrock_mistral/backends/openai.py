@@ -261,12 +261,24 @@ class OpenAIBackend:
 
     # -- calls -----------------------------------------------------------------------------
 
+    def _body(
+        self, request: CompletionRequest, model: str, *, stream: bool
+    ) -> tuple[str, dict[str, Any]]:
+        return build_body(
+            request,
+            model=model,
+            mode=self.prompt_mode,
+            stream=stream,
+            engine_bos=self.preset.engine_bos,
+            extra=self.preset.extra_body,
+        )
+
     def complete(self, request: CompletionRequest) -> Completion:
         from bedrock_mistral.backends.openai_errors import TRANSPORT_ERRORS, map_transport
         from bedrock_mistral.backends.openai_wire import parse_response
 
         model = self.engine_name(request.spec)
-        path, body = build_body(request, model=model, mode=self.prompt_mode, stream=False)
+        path, body = self._body(request, model, stream=False)
         ctx = self._context(model=model, streaming=False, request=request)
         started = time.perf_counter()
         try:
@@ -293,7 +305,7 @@ class OpenAIBackend:
         from bedrock_mistral.backends.openai_errors import TRANSPORT_ERRORS, map_transport
 
         model = self.engine_name(request.spec)
-        path, body = build_body(request, model=model, mode=self.prompt_mode, stream=True)
+        path, body = self._body(request, model, stream=True)
         ctx = self._context(model=model, streaming=True, request=request)
         timeout = httpx.Timeout(self.stream_idle_timeout, connect=self.connect_timeout)
         started = time.perf_counter()
@@ -339,22 +351,29 @@ class OpenAIBackend:
 
     def _engine_count(self, prompt: str, model: str) -> int | None:
         from bedrock_mistral.backends.openai_errors import TRANSPORT_ERRORS
+        from bedrock_mistral.backends.openai_wire import raw_prompt
 
         root = self.base_url.removesuffix("/v1")
-        # vLLM reads "prompt" and answers "count"; llama.cpp reads "content", answers "tokens".
-        body = {"model": model, "prompt": prompt, "content": prompt}
-        try:
-            response = self._client().post(f"{root}/tokenize", json=body)
-            data = response.json() if response.status_code < 400 else None
-        except TRANSPORT_ERRORS as err:
-            logger.debug("the engine cannot count tokens (%s)", err)
-            return None
-        if not isinstance(data, dict):
-            return None
-        if isinstance(data.get("count"), int):
-            return int(data["count"])
-        tokens = data.get("tokens")
-        return len(tokens) if isinstance(tokens, list) else None
+        text = raw_prompt(prompt, self.preset.engine_bos)  # what raw mode would send
+        # vLLM reads "prompt" and answers "count"; llama-server reads "content" and answers
+        # "tokens"; llama-cpp-python's server reads "input" and answers "count".
+        body: dict[str, Any] = {"model": model, "prompt": text, "content": text, "input": text}
+        body["add_special"] = True  # llama-server: count the BOS it adds, as the others do
+        for path in self.preset.tokenize_paths:
+            try:
+                response = self._client().post(root + path, json=body)
+                data = response.json() if response.status_code < 400 else None
+            except TRANSPORT_ERRORS as err:
+                logger.debug("the engine cannot count tokens at %s (%s)", path, err)
+                continue
+            if not isinstance(data, dict):
+                continue
+            if isinstance(data.get("count"), int):
+                return int(data["count"])
+            tokens = data.get("tokens")
+            if isinstance(tokens, list):
+                return len(tokens)
+        return None
 
 
 @dataclass

@@ -39,8 +39,11 @@ _CONTEXT_TEXT = re.compile(
     re.IGNORECASE,
 )
 _WINDOW = re.compile(r"maximum context length is (\d+)", re.IGNORECASE)
+# vLLM/OpenAI "(N in the messages", llama-cpp-python "(N in your prompt", TGI, others.
 _PROMPT_TOKENS = re.compile(
-    r"(\d+) in the messages|(\d+) (?:input|prompt) tokens|has (\d+) (?:input )?tokens", re.I
+    r"(\d+) in (?:the messages|your prompt)|(\d+) (?:input|prompt) tokens"
+    r"|has (\d+) (?:input )?tokens",
+    re.I,
 )
 
 _BY_STATUS: dict[int, type[errors.APIError]] = {

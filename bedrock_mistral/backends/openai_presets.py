@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from bedrock_mistral.models import ModelSpec, resolve_model
 
@@ -45,6 +46,15 @@ class EnginePreset:
     key_env: tuple[str, ...] = ()  # engine-specific key variables, after ENV_API_KEY
     base_url_env: tuple[str, ...] = ()  # engine-specific URL variables, after ENV_BASE_URL
     model_names: Mapping[str, str] = field(default_factory=dict)
+    # llama.cpp: the engine writes BOS before every /v1/completions prompt and parses "<s>"
+    # in it as BOS too, and its tokenizer re-adds SentencePiece's dummy-prefix space after
+    # every special token. So raw mode sends our prompt without its leading "<s>" and
+    # without the space our template writes after "<s>" and "</s>" (see openai_wire.raw_prompt).
+    engine_bos: bool = False
+    # Where the engine counts tokens (POST, under the root without /v1), tried in order.
+    tokenize_paths: tuple[str, ...] = ("/tokenize",)
+    # Sent in every generation body: the engine's own knobs set to what Bedrock does.
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def key_variables(self) -> tuple[str, ...]:
@@ -97,6 +107,14 @@ PRESETS: dict[str, EnginePreset] = {
         base_url="http://localhost:8080/v1",
         start_hint="start it with `llama-server -m model.gguf --port 8080`",
         key_env=("LLAMA_API_KEY",),
+        # Measured with llama-cpp-python 0.3.36 on Mistral's v1 vocabulary: the engine then
+        # reads exactly mistral-common's tokens (tests/engines/test_llamacpp_tokens.py).
+        engine_bos=True,
+        # llama-server: /tokenize; llama-cpp-python's server: /extras/tokenize/count.
+        tokenize_paths=("/tokenize", "/extras/tokenize/count"),
+        # llama-cpp-python's server penalises repeated tokens (1.1) unless told otherwise,
+        # so temperature 0 would not be greedy; llama-server's default is already 1.0.
+        extra_body={"repeat_penalty": 1.0},
     ),
 }
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -30,6 +31,7 @@ __all__ = [
     "build_body",
     "parse_chunk",
     "parse_response",
+    "raw_prompt",
     "sse_data",
 ]
 
@@ -44,10 +46,32 @@ def _uses_chat(request: CompletionRequest, mode: PromptMode) -> bool:
     return mode == "chat" and bool(messages) and messages[-1].role != "assistant"  # type: ignore[index]
 
 
+_MARKER_SPACE = re.compile(r"(</?s>) ")
+
+
+def raw_prompt(prompt: str, engine_bos: bool = False) -> str:
+    """The prompt sent to ``/completions``: ours, or for an engine that writes BOS and the
+    dummy-prefix space itself (llama.cpp), ours without them, so it reads the same tokens.
+
+    >>> raw_prompt("<s> [INST] Hi [/INST] Hello</s> [INST] Bye [/INST]", engine_bos=True)
+    '[INST] Hi [/INST] Hello</s>[INST] Bye [/INST]'
+    """
+    if not engine_bos:
+        return prompt
+    return _MARKER_SPACE.sub(r"\1", prompt).removeprefix("<s>")
+
+
 def build_body(
-    request: CompletionRequest, *, model: str, mode: PromptMode, stream: bool
+    request: CompletionRequest,
+    *,
+    model: str,
+    mode: PromptMode,
+    stream: bool,
+    engine_bos: bool = False,
+    extra: Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """(path under base_url, JSON body) for ``request``."""
+    """(path under base_url, JSON body) for ``request``; ``engine_bos``: see :func:`raw_prompt`;
+    ``extra``: the preset's engine-specific fields, added to every body."""
     body: dict[str, Any] = {"model": model}
     if _uses_chat(request, mode):
         path = CHAT_PATH
@@ -55,7 +79,7 @@ def build_body(
         body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages or ()]
     else:
         path = COMPLETIONS_PATH
-        body["prompt"] = request.prompt
+        body["prompt"] = raw_prompt(request.prompt, engine_bos)
     body["max_tokens"] = request.max_tokens
     for key in ("temperature", "top_p", "top_k"):  # top_k: vLLM, llama.cpp; Ollama ignores it
         value = getattr(request, key)
@@ -63,6 +87,7 @@ def build_body(
             body[key] = value
     if request.stop:
         body["stop"] = list(request.stop)
+    body.update(extra or {})
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}

@@ -34,7 +34,7 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["OpenAIServer", "RecordedRequest", "start_openai_server", "words_of"]
+__all__ = ["OpenAIServer", "RecordedRequest", "serve_asgi", "start_openai_server", "words_of"]
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -299,9 +299,8 @@ async def _error(
 
 
 @contextmanager
-def start_openai_server(**options: Any) -> Iterator[OpenAIServer]:
-    """Run an :class:`OpenAIServer` on 127.0.0.1 and a free port; ``server.url`` ends in /v1."""
-    app = OpenAIServer(**options)
+def serve_asgi(app: Any, what: str = "test server") -> Iterator[str]:
+    """Run the ASGI ``app`` under uvicorn on 127.0.0.1 and a free port; yields its root URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -312,12 +311,20 @@ def start_openai_server(**options: Any) -> Iterator[OpenAIServer]:
     deadline = time.monotonic() + 10
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the OpenAI test server did not start")
+            raise RuntimeError(f"the {what} did not start")
         time.sleep(0.01)
-    app.url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
     try:
-        yield app
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@contextmanager
+def start_openai_server(**options: Any) -> Iterator[OpenAIServer]:
+    """Run an :class:`OpenAIServer` on 127.0.0.1 and a free port; ``server.url`` ends in /v1."""
+    app = OpenAIServer(**options)
+    with serve_asgi(app, "OpenAI test server") as root:
+        app.url = f"{root}/v1"
+        yield app

@@ -85,6 +85,29 @@ def test_raw_mode_sends_exactly_the_bedrock_prompt(server: OpenAIServer) -> None
     assert reply.text == "second question"
 
 
+def test_the_llamacpp_preset_sends_the_prompt_without_what_llamacpp_adds(
+    server: OpenAIServer,
+) -> None:
+    """llama.cpp writes BOS and the dummy-prefix space after special tokens itself
+    (measured against the real engine in tests/engines/test_llamacpp_tokens.py)."""
+    messages = [
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "first answer"},
+        {"role": "user", "content": "second question"},
+    ]
+    with MistralClient(
+        model=ENGINE_MODEL, backend="llamacpp", base_url=server.url, prompt_mode="raw"
+    ) as client:
+        assert client.chat(messages).text == "second question"
+    [sent] = server.generations()
+    assert sent.body is not None
+    assert sent.body["prompt"] == (
+        "[INST] first question [/INST] first answer</s>[INST] second question [/INST]"
+    )
+    assert format_prompt(messages).startswith("<s> [INST]")
+    assert sent.body["repeat_penalty"] == 1.0  # llama-cpp-python's default is 1.1
+
+
 def test_stream_yields_deltas_then_usage_from_the_final_chunk(server: OpenAIServer) -> None:
     with client_for(server) as client, client.stream("one two three four") as stream:
         pieces = list(stream)
