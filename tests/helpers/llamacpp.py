@@ -74,10 +74,10 @@ def bundled_gguf(tmp_dir: Path) -> Path:
     llama.cpp's ``llama`` architecture with merged expert tensors (how its converter writes a
     Mixtral), and the bundled SentencePiece vocabulary.
 
-    The vocabulary needs two choices llama.cpp's converter would not make on its own, because
-    llama.cpp matches user-defined pieces in the raw text first and tokenizes the rest
-    separately: user-defined pieces are stored with spaces for ``▁`` (see
-    ``sentencepiece_metadata``), and ``add_space_prefix`` is false, since llama.cpp would add
+    The vocabulary needs two choices, because llama.cpp matches user-defined pieces in the
+    raw text first and tokenizes the rest separately: user-defined pieces are stored with
+    spaces for ``▁`` (see ``sentencepiece_metadata``), and ``add_space_prefix`` is false,
+    since llama.cpp would otherwise add
     SentencePiece's dummy-prefix space again after every user-defined piece. With those,
     llama.cpp splits our prompts exactly as SentencePiece does, except the one ``▁`` before
     the ``[INST]`` that opens a turn (the llamacpp preset drops the space after ``<s>``, as a
