@@ -9,10 +9,14 @@ the figures compare the server's two faces and not two client libraries:
 - OpenAI face: ``POST /v1/chat/completions`` (stream and not) with the messages, which the
   server validates and formats itself (what an OpenAI client sends).
 
-Cells are interleaved (bedrock, openai, bedrock, ...) over several rounds and the best
-round of each is kept. Prints a table and the OpenAI/Bedrock ratio (target: >= 0.90).
+Cells are interleaved (bedrock, openai, bedrock, ...) over several rounds. Prints, per
+mode and client count, the best round of each face and their ratio (target: >= 0.90), the
+median of the per-round ratios (each round's two cells run back to back, so on a shared
+machine this pairs them under the same load), and the server's CPU time per request of
+each face (median over rounds, all its threads, read from /proc on Linux: the figure least
+moved by other jobs on the machine).
 
-    python benchmarks/bench_serve_openai.py                  # 400 requests a cell, 3 rounds
+    python benchmarks/bench_serve_openai.py                  # 1000 requests a cell, 5 rounds
     python benchmarks/bench_serve_openai.py --requests 200 --rounds 2 --concurrency 1 8
 """
 
@@ -24,6 +28,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -53,7 +58,7 @@ def make_call(face: str, stream: bool, url: str) -> Callable[[], bytes]:
     from bedrock_mistral.prompt import format_prompt
 
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
     if face == "bedrock":
         operation = "invoke-with-response-stream" if stream else "invoke"
         path = f"/model/{quote(MODEL_ID, safe='')}/{operation}"
@@ -73,6 +78,16 @@ def make_call(face: str, stream: bool, url: str) -> Callable[[], bytes]:
         return data
 
     return call
+
+
+def server_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process, all its threads (None off Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_cell(face: str, stream: bool, concurrency: int, url: str, total: int) -> float:
@@ -99,36 +114,55 @@ def run_cell(face: str, stream: bool, concurrency: int, url: str, total: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     args = parser.parse_args()
 
     process, url = start_server()
+    rates: dict[tuple[bool, int, str], list[float]] = {}
+    cpu: dict[tuple[bool, int, str], list[float]] = {}
     try:
-        best: dict[tuple[bool, int, str], float] = {}
         for round_ in range(args.rounds):
             # Each round swaps which face goes first, so neither always runs on a warmer server.
             faces = ("bedrock", "openai") if round_ % 2 == 0 else ("openai", "bedrock")
             for stream in (False, True):
                 for concurrency in args.concurrency:
                     for face in faces:
-                        rate = run_cell(face, stream, concurrency, url, args.requests)
                         key = (stream, concurrency, face)
-                        best[key] = max(best.get(key, 0.0), rate)
+                        before = server_cpu_s(process.pid)
+                        rates.setdefault(key, []).append(
+                            run_cell(face, stream, concurrency, url, args.requests)
+                        )
+                        after = server_cpu_s(process.pid)
+                        if before is not None and after is not None:
+                            cpu.setdefault(key, []).append((after - before) / args.requests * 1e6)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=20)
 
-    print("| mode | clients | Bedrock face (req/s) | OpenAI face (req/s) | OpenAI / Bedrock |")
-    print("|---|---|---|---|---|")
+    print(
+        "| mode | clients | Bedrock face (req/s) | OpenAI face (req/s) | OpenAI / Bedrock "
+        "| median ratio | server CPU µs/req Bedrock / OpenAI |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for stream in (False, True):
         for concurrency in args.concurrency:
-            bedrock = best[(stream, concurrency, "bedrock")]
-            openai = best[(stream, concurrency, "openai")]
+            bedrock = rates[(stream, concurrency, "bedrock")]
+            openai = rates[(stream, concurrency, "openai")]
+            paired = statistics.median(o / b for o, b in zip(openai, bedrock, strict=True))
+            cpu_b = cpu.get((stream, concurrency, "bedrock"))
+            cpu_o = cpu.get((stream, concurrency, "openai"))
+            cpu_cell = (
+                f"{statistics.median(cpu_b):.0f} / {statistics.median(cpu_o):.0f}"
+                if cpu_b and cpu_o
+                else "-"
+            )
             mode = "stream" if stream else "invoke"
-            ratio = openai / bedrock
-            print(f"| {mode} | {concurrency} | {bedrock:.0f} | {openai:.0f} | {ratio:.2f} |")
+            print(
+                f"| {mode} | {concurrency} | {max(bedrock):.0f} | {max(openai):.0f} "
+                f"| {max(openai) / max(bedrock):.2f} | {paired:.2f} | {cpu_cell} |"
+            )
 
 
 if __name__ == "__main__":
