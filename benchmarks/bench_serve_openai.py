@@ -18,11 +18,18 @@ moved by other jobs on the machine).
 
     python benchmarks/bench_serve_openai.py                  # 1000 requests a cell, 5 rounds
     python benchmarks/bench_serve_openai.py --requests 200 --rounds 2 --concurrency 1 8
+    python benchmarks/bench_serve_openai.py --app-cpu       # no HTTP: the app's own CPU
+
+``--app-cpu`` calls the ASGI app in-process, one non-streaming request at a time, the
+backend called inline instead of on the thread pool, and prints each face's CPU time per
+request (this thread's, best of the rounds): what the faces themselves cost, without the
+HTTP server, the thread hand-off and the client, which both faces share.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import os
@@ -33,7 +40,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 MODEL_ID = "mistral.mistral-7b-instruct-v0:2"
@@ -112,12 +120,74 @@ def run_cell(face: str, stream: bool, concurrency: int, url: str, total: int) ->
     return per_thread * concurrency / (time.perf_counter() - started)
 
 
+def app_cpu(requests: int, rounds: int) -> None:
+    """Each face's own CPU per non-streaming request, in-process (see the module docstring)."""
+    from bedrock_mistral.backends.factory import create_backend
+    from bedrock_mistral.prompt import format_prompt
+    from bedrock_mistral.server.app import create_app
+
+    app = create_app(create_backend("echo"))
+
+    async def inline(fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)
+
+    app.runner.call = inline  # type: ignore[method-assign]
+    bedrock_body = {"prompt": format_prompt(MESSAGES), "max_tokens": 64}
+    openai_body = {"model": MODEL_ID, "messages": MESSAGES, "max_tokens": 64}
+    cells = {
+        "bedrock": (f"/model/{quote(MODEL_ID, safe='')}/invoke", bedrock_body),
+        "openai": ("/v1/chat/completions", openai_body),
+    }
+
+    async def cell(face: str) -> float:
+        path, payload = cells[face]
+        body = json.dumps(payload).encode()
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": path,
+            "raw_path": path.encode(),
+            "headers": [(b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode())],
+        }  # fmt: skip
+        message = {"type": "http.request", "body": body, "more_body": False}
+
+        async def receive() -> MutableMapping[str, Any]:
+            return message
+
+        async def send(event: MutableMapping[str, Any]) -> None:
+            if event["type"] == "http.response.start" and event["status"] != 200:
+                raise RuntimeError(f"{face}: {event['status']}")
+
+        started = time.thread_time()
+        for _ in range(requests):
+            await app(scope, receive, send)
+        return (time.thread_time() - started) / requests * 1e6
+
+    async def run() -> dict[str, float]:
+        best: dict[str, float] = {}
+        for round_ in range(rounds):
+            for face in ("bedrock", "openai") if round_ % 2 == 0 else ("openai", "bedrock"):
+                best[face] = min(best.get(face, float("inf")), await cell(face))
+        return best
+
+    best = asyncio.run(run())
+    print("| face | app CPU µs/request |\n|---|---|")
+    for face, micros in best.items():
+        print(f"| {face} | {micros:.1f} |")
+    print(f"OpenAI face - Bedrock face: {best['openai'] - best['bedrock']:.1f} µs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--app-cpu", action="store_true", help="in-process, no HTTP")
     args = parser.parse_args()
+    if args.app_cpu:
+        app_cpu(args.requests, max(args.rounds, 10))
+        return
 
     process, url = start_server()
     rates: dict[tuple[bool, int, str], list[float]] = {}
