@@ -13,7 +13,6 @@ these frames through botocore's own decoder.
 from __future__ import annotations
 
 import base64
-import json
 import struct
 import uuid
 import zlib
@@ -21,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from bedrock_mistral.server.jsonbody import dump_json
 
 __all__ = [
     "Int8",
@@ -124,10 +125,6 @@ def encode_message(headers: Mapping[str, HeaderValue], payload: bytes) -> bytes:
     return head + struct.pack(">I", zlib.crc32(head))
 
 
-def _json(body: Mapping[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 def padding(size_hint: int) -> str:
     """Bedrock's ``"p"`` padding: an alphabet run whose length varies with the payload."""
     return _PAD_ALPHABET[: 1 + (size_hint * 7) % len(_PAD_ALPHABET)]
@@ -136,13 +133,13 @@ def padding(size_hint: int) -> str:
 def event_frame(event_type: str, body: Mapping[str, Any], *, pad: bool = True) -> bytes:
     """A normal event (``:message-type event``) whose payload is ``body`` as JSON."""
     if pad:
-        body = {**body, "p": padding(len(_json(body)))}
+        body = {**body, "p": padding(len(dump_json(body)))}
     headers = {
         ":event-type": event_type,
         ":content-type": "application/json",
         ":message-type": "event",
     }
-    return encode_message(headers, _json(body))
+    return encode_message(headers, dump_json(body))
 
 
 def chunk_frame(model_body: bytes) -> bytes:
@@ -157,7 +154,7 @@ def exception_frame(exception_type: str, body: Mapping[str, Any]) -> bytes:
         ":content-type": "application/json",
         ":message-type": "exception",
     }
-    return encode_message(headers, _json(body))
+    return encode_message(headers, dump_json(body))
 
 
 def error_frame(code: str, message: str) -> bytes:

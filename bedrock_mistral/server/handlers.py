@@ -12,7 +12,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from bedrock_mistral.server.errors import BedrockError, ErrorCode
 from bedrock_mistral.server.eventstream import chunk_frame
 from bedrock_mistral.server.exchange import DropRequested, Exchange
 from bedrock_mistral.server.faults import FaultKind, midstream_error
+from bedrock_mistral.server.jsonbody import dump_json
 from bedrock_mistral.server.routing import Operation
 from bedrock_mistral.server.schema import parse_json
 from bedrock_mistral.server.worker import BackendRunner
@@ -125,10 +125,6 @@ def to_bedrock_error(err: BaseException) -> BedrockError:
     )
 
 
-def _json(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 def _base_headers(call: Call, content_type: bytes) -> list[tuple[bytes, bytes]]:
     headers = [
         (b"content-type", content_type),
@@ -176,7 +172,7 @@ async def invoke(call: Call) -> None:
         (b"x-amzn-bedrock-output-token-count", str(completion.usage.output_tokens).encode()),
         (b"x-amzn-bedrock-input-token-count", str(completion.usage.input_tokens).encode()),
     ]
-    body = _json(completion_body(call.spec, completion, request_id=call.exchange.request_id))
+    body = dump_json(completion_body(call.spec, completion, request_id=call.exchange.request_id))
     call.done(200, completion.usage)
     await call.exchange.respond(200, headers, body)
 
@@ -184,7 +180,7 @@ async def invoke(call: Call) -> None:
 async def converse(call: Call) -> None:
     request = cv.parse_converse(call.spec, parse_json(call.body), streaming=False)
     completion = await _complete(call, request)
-    body = _json(cv.converse_body(completion, latency_ms=call.exchange.elapsed_ms()))
+    body = dump_json(cv.converse_body(completion, latency_ms=call.exchange.elapsed_ms()))
     call.done(200, completion.usage)
     await call.exchange.respond(200, _base_headers(call, b"application/json"), body)
 
@@ -218,7 +214,7 @@ async def count_tokens(call: Call) -> None:
         raise to_bedrock_error(err) from err
     call.done(200, Usage(input_tokens=tokens))
     await call.exchange.respond(
-        200, _base_headers(call, b"application/json"), _json({"inputTokens": tokens})
+        200, _base_headers(call, b"application/json"), dump_json({"inputTokens": tokens})
     )
 
 
@@ -254,7 +250,7 @@ def _invoke_closing(call: Call, end: StreamEnd, first_byte_ms: float | None) -> 
             first_byte_ms if first_byte_ms is not None else call.exchange.elapsed_ms()
         ),
     }
-    return [chunk_frame(_json(final))]
+    return [chunk_frame(dump_json(final))]
 
 
 def _converse_closing(call: Call, end: StreamEnd, first_byte_ms: float | None) -> list[bytes]:
@@ -364,7 +360,7 @@ async def invoke_stream(call: Call) -> None:
     shape = StreamShape(
         headers=_stream_headers,
         opening=lambda: [],
-        delta=lambda text: chunk_frame(_json(text_chunk(spec, text, None))),
+        delta=lambda text: chunk_frame(dump_json(text_chunk(spec, text, None))),
         closing=_invoke_closing,
         error=lambda error: error.frame(INVOKE_STREAM_MEMBERS),
     )

@@ -5,26 +5,29 @@ Bedrock request (:meth:`BedrockApp.admitted`: body limit, fault draw, concurrenc
 then the model, the fault's effect and ``latency_ms``), and then through the SDK's own
 client: :meth:`MistralClient.prepare` checks the parameters against the model's limits,
 formats the conversation with :func:`~bedrock_mistral.prompt.format_prompt` and checks
-the context window, and :meth:`MistralClient.invoke` / ``invoke_stream`` call the backend
-under the SDK's retry policy. So an OpenAI client gets exactly the prompt, the limits and
+the context window, and the backend is called under the SDK's retry policy by the same
+functions :meth:`MistralClient.invoke` / ``invoke_stream`` use (``call_with_retry``,
+``open_stream``). So an OpenAI client gets exactly the prompt, the limits and
 the retries a ``MistralClient`` would. ``GET /v1/models`` (and ``/v1/models/{id}``) list
 what the server answers; they are not model requests, so no fault and no gate applies.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from bedrock_mistral.client import MistralClient
 from bedrock_mistral.errors import BedrockMistralError, ValidationError
 from bedrock_mistral.models import ModelSpec
+from bedrock_mistral.retry import call_with_retry
 from bedrock_mistral.server.errors import BedrockError
 from bedrock_mistral.server.handlers import Call, Outcome, StreamShape, stream_answer
+from bedrock_mistral.server.jsonbody import dump_json
 from bedrock_mistral.server.openai_errors import (
     OpenAIError,
     model_not_found,
@@ -41,7 +44,7 @@ from bedrock_mistral.server.openai_schema import (
 )
 from bedrock_mistral.server.schema import parse_json
 from bedrock_mistral.streaming import open_stream
-from bedrock_mistral.types import CompletionRequest, StreamEnd, TextDelta
+from bedrock_mistral.types import Completion, CompletionRequest, StreamEnd, TextDelta
 
 if TYPE_CHECKING:
     from bedrock_mistral.server.app import BedrockApp, _Request
@@ -66,12 +69,8 @@ def is_openai_path(raw_path: bytes) -> bool:
     return raw_path == b"/v1" or raw_path.startswith((b"/v1/", b"/v1?"))
 
 
-def _json(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 def _sse(chunk: Any) -> bytes:
-    return b"data: " + _json(chunk) + b"\n\n"
+    return b"data: " + dump_json(chunk) + b"\n\n"
 
 
 def _unauthorized() -> OpenAIError:
@@ -97,6 +96,16 @@ def _stream_events(
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
+
+
+def _complete(client: MistralClient, request: CompletionRequest) -> Completion:
+    """The backend's answer under the client's retry policy, as :meth:`MistralClient.invoke`
+    calls it, without the copy ``invoke`` makes to stamp the model id and the Bedrock cost
+    on it: the answer's body names the model itself and carries no cost."""
+    backend = client.backend
+    return call_with_retry(
+        client.retry, partial(backend.complete, request), operation=f"{backend.name} complete"
+    )
 
 
 class OpenAIFace:
@@ -135,7 +144,7 @@ class OpenAIFace:
         payload = body["data"][0] if wanted else body
         request.finish(Outcome(status=200))
         await request.exchange.respond(
-            200, self._headers(request, b"application/json"), _json(payload)
+            200, self._headers(request, b"application/json"), dump_json(payload)
         )
 
     # -- completions -----------------------------------------------------------------------
@@ -159,7 +168,7 @@ class OpenAIFace:
                 request.exchange, request.fault, spec.canonical_id, streaming=parsed.stream
             )
             client = await self._client(spec)
-            prepared = await self._prepare(client, parsed)
+            prepared = await self._prepare(client, parsed, len(raw))
             call = Call(
                 exchange=request.exchange,
                 operation=_OPERATIONS[kind],
@@ -195,8 +204,14 @@ class OpenAIFace:
                 self._clients[spec.model_id] = client
             return client
 
-    async def _prepare(self, client: MistralClient, parsed: OpenAIRequest) -> CompletionRequest:
-        """Our validation and prompt, by the SDK's own code; errors say the request's names."""
+    async def _prepare(
+        self, client: MistralClient, parsed: OpenAIRequest, body_bytes: int
+    ) -> CompletionRequest:
+        """Our validation and prompt, by the SDK's own code; errors say the request's names.
+
+        A JSON body holds at least one byte per character of text, so a short body is a
+        short conversation without counting its messages.
+        """
 
         def prepare() -> CompletionRequest:
             if parsed.kind == "chat":
@@ -205,10 +220,12 @@ class OpenAIFace:
                 )
             return client.prepare_prompt(parsed.prompt, **parsed.params)
 
-        size = len(parsed.prompt) + sum(
-            len(str(message.get("content", ""))) if isinstance(message, dict) else 0
-            for message in parsed.messages
-        )
+        size = body_bytes
+        if size > _INLINE_CHARS:
+            size = len(parsed.prompt) + sum(
+                len(str(message.get("content", ""))) if isinstance(message, dict) else 0
+                for message in parsed.messages
+            )
         try:
             return prepare() if size <= _INLINE_CHARS else await self.app.runner.call(prepare)
         except ValidationError as err:
@@ -229,12 +246,12 @@ class OpenAIFace:
         ident: str,
     ) -> None:
         try:
-            completion = await self.app.runner.call(client.invoke, prepared)
+            completion = await self.app.runner.call(_complete, client, prepared)
         except BedrockMistralError as err:
             raise openai_error(err, params=parsed.renamed) from err
         body = completion_body(parsed.kind, ident, client.model_id, completion)
         call.done(200, completion.usage)
-        await call.exchange.respond(200, self._headers(call, b"application/json"), _json(body))
+        await call.exchange.respond(200, self._headers(call, b"application/json"), dump_json(body))
 
     async def _stream(
         self,

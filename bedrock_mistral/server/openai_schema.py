@@ -230,7 +230,11 @@ def _messages(items: Any) -> tuple[list[Any], bool]:
         if not isinstance(item, dict):
             messages.append(item)  # the template's check names the position and the type
             continue
-        extra = sorted(key for key in item if key not in _MESSAGE_KEYS and not _off(item[key]))
+        extra = (
+            []
+            if _MESSAGE_KEYS.issuperset(item)
+            else sorted(key for key in item if key not in _MESSAGE_KEYS and not _off(item[key]))
+        )
         if extra:
             raise _invalid(
                 f"messages[{index}].{extra[0]} is not supported by this server (text chat only)",
