@@ -168,7 +168,15 @@ def model_metadata(config: ModelConfig, name: str, file_type: FileType) -> dict[
 
 def sentencepiece_metadata(model_file: Path, vocab_size: int) -> dict[str, Any]:
     """``tokenizer.ggml.*`` from a SentencePiece model, padded to the model's vocabulary with
-    unused ``[PAD{n}]`` pieces as the converter pads."""
+    unused ``[PAD{n}]`` pieces as the converter pads.
+
+    A BPE model (Mistral's) becomes llama.cpp's ``llama`` vocabulary (its SPM tokenizer merges
+    pieces by score, as BPE does). A unigram model (the bundled one) becomes ``t5``, llama.cpp's
+    unigram (UGM) tokenizer, which segments by Viterbi as SentencePiece does: its SPM tokenizer
+    can only build pieces whose every prefix pair is also a piece, so on the bundled vocabulary
+    it splits most words into characters (measured: 0 of 130 evaluation prompts tokenized as
+    ours, against 120 with ``t5``; the other 10 hold ``</s>``, which is special text).
+    """
     sp = spm.SentencePieceProcessor(model_file=str(model_file))
     n = sp.get_piece_size()
     if n > vocab_size:
@@ -176,14 +184,15 @@ def sentencepiece_metadata(model_file: Path, vocab_size: int) -> dict[str, Any]:
             f"{model_file} has {n} pieces but the model's vocabulary is {vocab_size}: the "
             "tokenizer belongs to another model"
         )
+    spec = _spm_spec(sp.serialized_model_proto())
     pieces = [sp.id_to_piece(t) for t in range(n)]
     scores = [sp.get_score(t) for t in range(n)]
     types = [_piece_type(sp, t) for t in range(n)]
     pieces += [f"[PAD{k}]" for k in range(1, vocab_size - n + 1)]
     scores += [-1000.0] * (vocab_size - n)
     types += [_UNUSED] * (vocab_size - n)
-    return {
-        "tokenizer.ggml.model": "llama",
+    meta: dict[str, Any] = {
+        "tokenizer.ggml.model": "t5" if spec.unigram else "llama",
         "tokenizer.ggml.tokens": pieces,
         "tokenizer.ggml.scores": np.asarray(scores, dtype="<f4"),
         "tokenizer.ggml.token_type": np.asarray(types, dtype="<i4"),
@@ -192,9 +201,66 @@ def sentencepiece_metadata(model_file: Path, vocab_size: int) -> dict[str, Any]:
         "tokenizer.ggml.unknown_token_id": sp.unk_id(),
         "tokenizer.ggml.add_bos_token": True,
         "tokenizer.ggml.add_eos_token": False,
-        # the dummy prefix shows as a leading "▁" on a word
-        "tokenizer.ggml.add_space_prefix": sp.encode_as_pieces("a")[0].startswith("\u2581"),
+        "tokenizer.ggml.add_space_prefix": spec.add_dummy_prefix,
     }
+    if spec.unigram:
+        meta["tokenizer.ggml.remove_extra_whitespaces"] = spec.remove_extra_whitespaces
+        if spec.charsmap:
+            meta["tokenizer.ggml.precompiled_charsmap"] = np.frombuffer(spec.charsmap, np.uint8)
+    return meta
+
+
+@dataclass(frozen=True)
+class _SpmSpec:
+    unigram: bool
+    add_dummy_prefix: bool
+    remove_extra_whitespaces: bool
+    charsmap: bytes
+
+
+def _spm_spec(proto: bytes) -> _SpmSpec:
+    """The few settings of a serialized SentencePiece ``ModelProto`` that matter here, read
+    from the protobuf wire format (no protobuf package needed): ``trainer_spec`` (field 2)
+    ``model_type`` (3: 1 unigram, 2 BPE), ``normalizer_spec`` (field 3)
+    ``precompiled_charsmap`` (2), ``add_dummy_prefix`` (3), ``remove_extra_whitespaces`` (4)."""
+    top = dict(_wire_fields(proto, {2, 3}))
+    trainer = dict(_wire_fields(top.get(2, b""), {3}))
+    norm = dict(_wire_fields(top.get(3, b""), {2, 3, 4}))
+    return _SpmSpec(
+        unigram=trainer.get(3, 1) == 1,  # protobuf default: UNIGRAM
+        add_dummy_prefix=bool(norm.get(3, 1)),
+        remove_extra_whitespaces=bool(norm.get(4, 1)),
+        charsmap=bytes(norm.get(2, b"")),
+    )
+
+
+def _wire_fields(buf: bytes, wanted: set[int]) -> Iterator[tuple[int, Any]]:
+    """(field number, value) of the ``wanted`` top-level fields of a protobuf message."""
+
+    def varint(at: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            byte = buf[at]
+            value |= (byte & 0x7F) << shift
+            at, shift = at + 1, shift + 7
+            if byte < 0x80:
+                return value, at
+
+    at = 0
+    while at < len(buf):
+        key, at = varint(at)
+        field, wire = key >> 3, key & 7
+        value: Any
+        if wire == 0:
+            value, at = varint(at)
+        elif wire == 2:
+            size, at = varint(at)
+            value, at = buf[at : at + size], at + size
+        else:  # 1: 64-bit, 5: 32-bit
+            size = 8 if wire == 1 else 4
+            value, at = buf[at : at + size], at + size
+        if field in wanted:
+            yield field, value
 
 
 def _piece_type(sp: spm.SentencePieceProcessor, t: int) -> int:

@@ -45,7 +45,7 @@ _ROWS = 8192  # rows converted to float32 and encoded at a time
 
 # GGUF metadata value types (the ids gguf_file.py reads)
 _U32, _I32, _F32, _BOOL, _STRING, _ARRAY = 4, 5, 6, 7, 8, 9
-_ARRAY_TYPES = {np.dtype("<f4"): _F32, np.dtype("<i4"): _I32}
+_ARRAY_TYPES = {np.dtype("u1"): 0, np.dtype("<f4"): _F32, np.dtype("<i4"): _I32}
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def _string(s: str) -> bytes:
 
 def _value(value: Any) -> bytes:
     """Type id and bytes of a metadata value: bool, int (u32), float (f32), str, a list of
-    str, or a float32/int32 numpy array."""
+    str, or a uint8/float32/int32 numpy array."""
     if isinstance(value, bool):
         return struct.pack("<I?", _BOOL, value)
     if isinstance(value, int):

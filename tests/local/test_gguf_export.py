@@ -27,7 +27,7 @@ from local_backend.quant import QuantSpec  # noqa: E402
 from local_backend.quant_checkpoint import load_quantized, save_quantized  # noqa: E402
 from local_backend.runtime import BUNDLED_WEIGHTS, LocalModel  # noqa: E402
 from tests.helpers.checkpoints import CASES, build_reference  # noqa: E402
-from training.data import heldout  # noqa: E402
+from training.data import EVAL_FAMILIES, heldout  # noqa: E402
 
 BUNDLED_VOCAB = 636
 
@@ -145,7 +145,9 @@ def test_bundled_export_metadata_read_by_gguf_py(exports: dict[str, ExportSummar
         "llama.expert_used_count": 2,
         "llama.vocab_size": BUNDLED_VOCAB,
         "llama.attention.sliding_window": 64,
-        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.model": "t5",  # a unigram tokenizer.model: llama.cpp's UGM tokenizer
+        "tokenizer.ggml.add_space_prefix": True,
+        "tokenizer.ggml.remove_extra_whitespaces": False,
         "tokenizer.ggml.bos_token_id": 1,
         "tokenizer.ggml.eos_token_id": 2,
         "tokenizer.ggml.unknown_token_id": 0,
@@ -168,6 +170,37 @@ def test_bundled_export_metadata_read_by_gguf_py(exports: dict[str, ExportSummar
     types = {name: t.tensor_type.name for name, t in tensors.items()}
     assert types["blk.3.ffn_gate_inp.weight"] == types["blk.3.attn_norm.weight"] == "F32"
     assert types["token_embd.weight"] == types["blk.3.attn_q.weight"] == "Q8_0"
+
+
+def test_the_exported_tokenizer_encodes_as_the_original(
+    bundled: LocalModel, exports: dict[str, ExportSummary]
+) -> None:
+    """Our loader rebuilds the ``t5`` vocabulary as a unigram model: every held-out
+    conversation (all families, multi-turn included) gets the same ids."""
+    back = local_backend.load(exports["q4_0"].path).tokenizer
+    texts = [format_prompt(list(s.messages)) for f in EVAL_FAMILIES for s in heldout(f, 10)]
+    assert [back.encode_prompt(t) for t in texts] == [
+        bundled.tokenizer.encode_prompt(t) for t in texts
+    ]
+
+
+def test_a_bpe_tokenizer_is_written_as_llama_cpp_converter_writes_it() -> None:
+    """Mistral's v1 tokenizer.model (BPE) -> the ``llama`` vocabulary, pieces, scores and
+    types as tests/helpers/gguf_files.py reads them independently from SentencePiece."""
+    from local_backend.gguf_export import sentencepiece_metadata
+    from local_backend.tokenizer import bundled_v1_path
+    from tests.helpers.gguf_files import v1_tokenizer_metadata
+
+    path = bundled_v1_path()
+    if path is None:
+        pytest.skip("needs mistral-common's tokenizer.model.v1")
+    meta = sentencepiece_metadata(path, 32000)
+    ref = v1_tokenizer_metadata()
+    assert meta["tokenizer.ggml.model"] == "llama"
+    assert meta["tokenizer.ggml.tokens"] == ref["tokens"]
+    assert meta["tokenizer.ggml.scores"].tolist() == pytest.approx(ref["scores"])
+    assert meta["tokenizer.ggml.token_type"].tolist() == ref["types"]
+    assert "tokenizer.ggml.remove_extra_whitespaces" not in meta
 
 
 def test_tensors_hold_the_source_weights_in_llama_cpp_layout(
