@@ -1,4 +1,4 @@
-"""A GGUF file's SentencePiece tokenizer (``tokenizer.ggml.model = "llama"``), rebuilt in memory.
+"""A GGUF file's SentencePiece tokenizer (``tokenizer.ggml.model`` "llama" or "t5"), rebuilt.
 
 llama.cpp's converter copies each piece of ``tokenizer.model`` into the metadata:
 ``tokenizer.ggml.tokens`` (the piece), ``.scores`` and ``.token_type`` (SentencePiece's own
@@ -6,7 +6,10 @@ enum: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte), plus th
 ids. We write those back into a SentencePiece ``ModelProto`` (protobuf, encoded here by hand
 so no protobuf package is needed) with Mistral's trainer and normalizer settings: BPE with
 byte fallback, the ``identity`` normalizer, a dummy prefix and no whitespace squeezing. The
-result encodes text exactly as the original ``tokenizer.model`` does.
+result encodes text exactly as the original ``tokenizer.model`` does. A ``t5`` vocabulary
+(llama.cpp's unigram tokenizer, which our GGUF export writes for a unigram ``tokenizer.model``
+such as the bundled one) is rebuilt as a unigram model, with its whitespace settings and
+normalisation table where the file has them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from local_backend.tokenizer import Tokenizer
 
 __all__ = ["model_proto", "tokenizer_from_metadata"]
 
-_BPE = 2
+_UNIGRAM, _BPE = 1, 2
+_MODEL_TYPES = {"llama": _BPE, "t5": _UNIGRAM}  # tokenizer.ggml.model -> SentencePiece's type
 _NORMAL, _BYTE = 1, 6
 _TYPES = range(1, 7)
 
@@ -61,8 +65,12 @@ def model_proto(
     bos_id: int = 1,
     eos_id: int = 2,
     add_dummy_prefix: bool = True,
+    model_type: int = _BPE,
+    remove_extra_whitespaces: bool = False,
+    charsmap: bytes = b"",
 ) -> bytes:
-    """A serialized SentencePiece BPE ``ModelProto`` holding these pieces."""
+    """A serialized SentencePiece ``ModelProto`` (BPE unless ``model_type`` says unigram)
+    holding these pieces."""
     out = bytearray()
     for piece, score, kind in zip(pieces, scores, types, strict=True):
         body = _bytes(1, piece.encode("utf-8")) + _float(2, float(score))
@@ -70,7 +78,7 @@ def model_proto(
             body += _int(3, kind)
         out += _bytes(1, body)
     trainer = (
-        _int(3, _BPE)
+        _int(3, model_type)
         + _int(4, len(pieces))
         + _int(35, int(_BYTE in types))  # byte_fallback
         + _int(40, unk_id)
@@ -80,9 +88,9 @@ def model_proto(
         + _bytes(44, " \u2047 ".encode())  # unk_surface, as Mistral's
     )
     normalizer = (
-        _bytes(1, b"identity")
+        (_bytes(2, charsmap) if charsmap else _bytes(1, b"identity"))
         + _int(3, int(add_dummy_prefix))
-        + _int(4, 0)  # remove_extra_whitespaces
+        + _int(4, int(remove_extra_whitespaces))
         + _int(5, 1)  # escape_whitespaces
     )
     out += _bytes(2, trainer) + _bytes(3, normalizer)
@@ -94,9 +102,10 @@ def tokenizer_from_metadata(meta: dict[str, Any], where: str) -> Tokenizer:
     kind = meta.get("tokenizer.ggml.model")
     if kind is None:
         raise TokenizerError(f"{where} has no tokenizer in its metadata (tokenizer.ggml.model)")
-    if kind != "llama":
+    if kind not in _MODEL_TYPES:
         raise TokenizerError(
-            f"{where} has a {kind!r} tokenizer; we read SentencePiece ('llama') vocabularies only"
+            f"{where} has a {kind!r} tokenizer; we read SentencePiece vocabularies only "
+            "('llama': BPE, 't5': unigram)"
         )
     try:
         pieces = list(meta["tokenizer.ggml.tokens"])
@@ -118,6 +127,9 @@ def tokenizer_from_metadata(meta: dict[str, Any], where: str) -> Tokenizer:
         bos_id=int(meta.get("tokenizer.ggml.bos_token_id", 1)),
         eos_id=int(meta.get("tokenizer.ggml.eos_token_id", 2)),
         add_dummy_prefix=bool(meta.get("tokenizer.ggml.add_space_prefix", True)),
+        model_type=_MODEL_TYPES[kind],
+        remove_extra_whitespaces=bool(meta.get("tokenizer.ggml.remove_extra_whitespaces", False)),
+        charsmap=bytes(meta.get("tokenizer.ggml.precompiled_charsmap", b"")),
     )
     try:
         processor = spm.SentencePieceProcessor(model_proto=proto)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ __all__ = [
     "is_quantized",
     "load_quantized",
     "load_quantizing",
+    "read_quantized",
     "read_spec",
     "save_quantized",
 ]
@@ -253,6 +254,16 @@ def load_quantized(
 ) -> Transformer:
     """Load a folder written by :func:`save_quantized`; every shape is checked against the
     header's config before any tensor is read, and the matrices are repacked for the kernels."""
+    with read_quantized(path, dtype=dtype) as (config, items):
+        return build(config, items, kernel)
+
+
+@contextmanager
+def read_quantized(
+    path: str | Path, *, dtype: str | None = None
+) -> Iterator[tuple[ModelConfig, Iterator[tuple[str, Tensor | QuantData]]]]:
+    """The config (dtype set to the one read) and the stored tensors in their portable form,
+    one at a time; every shape is checked against the header's config first."""
     path = Path(path)
     spec, config = read_spec(path)
     file = path / QUANTIZED_FILE
@@ -263,8 +274,7 @@ def load_quantized(
         _check(found, expected, file)
         target = normalize_dtype(dtype, default=config.dtype)
         config = replace(config, dtype=target)
-        torch_dtype = TORCH_DTYPES[target]
-        return build(config, _read(f, config, spec, torch_dtype), kernel)
+        yield config, _read(f, config, spec, TORCH_DTYPES[target])
 
 
 def _read(

@@ -57,7 +57,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "local": (
         "bedrock_mistral.cli.local_cmd",
         "local",
-        "Look inside the local model (expert routing).",
+        "Look inside the local model, quantise or export it (GGUF).",
     ),
     "serve": (
         "bedrock_mistral.cli.serve_cmd",

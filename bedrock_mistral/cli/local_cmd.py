@@ -1,4 +1,4 @@
-"""``bedrock-mistral local``: look inside the local model, and quantise checkpoints.
+"""``bedrock-mistral local``: look inside the local model, quantise and export checkpoints.
 
 ``local route`` draws the expert-assignment picture of the Mixtral paper for your own
 text: every token coloured by the expert its router picked first, in one layer, or as a
@@ -51,7 +51,7 @@ def piece_text(piece: str) -> str:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def local() -> None:
-    """Look inside the local model, quantise checkpoints (needs the local extra: torch)."""
+    """Look inside the local model, quantise or export checkpoints (needs the local extra)."""
 
 
 @local.command()
@@ -97,6 +97,87 @@ def quantize(src: str, dst: str, scheme: str, group_size: str | None, dtype: str
     size = (out / QUANTIZED_FILE).stat().st_size / 1e6
     how = scheme if scheme == "int8" else f"int4, group size {spec.group_size}"
     env.write(f"wrote {out} ({how}, {size:.1f} MB)\n")
+
+
+@local.command()
+@click.argument("source", required=False)
+@click.option(
+    "--gguf",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The GGUF file to write (its folder must exist).",
+)
+@click.option(
+    "--type",
+    "file_type",
+    default="f16",
+    show_default=True,
+    help="Tensor type: f32, f16, q8_0 or q4_0 (norms and the MoE router stay f32).",
+)
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+def export(source: str | None, out: str, file_type: str, force: bool) -> None:
+    """Write SOURCE (default: the bundled model) as a GGUF file llama.cpp runs.
+
+    SOURCE is a checkpoint folder (Hugging Face, Mistral, or one `local quantize` wrote,
+    dequantised first), a .gguf file, or ollama:NAME.
+
+    \b
+      bedrock-mistral local export --gguf bundled.gguf --type q8_0
+      llama-cli -m bundled.gguf -p "[INST] What is 2 plus 3? [/INST]" -n 16
+    """
+    from bedrock_mistral.errors import (
+        Arg,
+        BackendUnavailableError,
+        Fix,
+        ValidationError,
+        install_extra,
+    )
+
+    try:
+        from local_backend.errors import CheckpointNotFoundError, LocalBackendError
+        from local_backend.gguf_export import FILE_TYPES, export_gguf
+    except ImportError as err:
+        raise BackendUnavailableError(
+            f"exporting needs torch: {err}", fix=install_extra("local")
+        ) from err
+    kind = file_type.lower()
+    if kind not in FILE_TYPES:
+        raise ValidationError(
+            f"--type {file_type} is not a type we write",
+            field="type",
+            value=file_type,
+            allowed=", ".join(FILE_TYPES),
+            fix=Fix(f"pass {{}} with one of {', '.join(FILE_TYPES)}", Arg("type")),
+        )
+    what = source or "the bundled model"
+    env = current_env()
+    try:
+        with env.err.status(f"exporting {what} to {out} ({kind})…"):
+            summary = export_gguf(source, out, file_type=kind, force=force)
+    except FileExistsError as err:
+        fix = Fix("pass {} to overwrite it, or choose another name", Arg("force"))
+        raise ValidationError(f"{out} exists", fix=fix) from err
+    except CheckpointNotFoundError as err:
+        fix = Fix(
+            "SOURCE is a checkpoint folder, a .gguf file, ollama:NAME, or nothing for the "
+            "bundled model"
+        )
+        raise ValidationError(f"cannot export {what}: {err}", fix=fix) from err
+    except FileNotFoundError as err:
+        fix = Fix("create the folder first, or write the file somewhere that exists")
+        raise ValidationError(f"cannot write {out}: {err}", fix=fix) from err
+    except LocalBackendError as err:
+        raise ValidationError(f"cannot export {what}: {err}") from err
+    counts = ", ".join(f"{n} {t}" for t, n in sorted(summary.types.items()))
+    size = summary.nbytes / 1e6
+    env.write(f"wrote {summary.path} ({summary.tensors} tensors: {counts}; {size:.1f} MB)\n")
+    if summary.sliding_window is not None:
+        env.note(
+            f"note: the model attends over a sliding window of {summary.sliding_window} tokens; "
+            "llama.cpp's llama architecture ignores it (full attention), so its output matches "
+            f"ours only while prompt and reply fit in {summary.sliding_window} tokens"
+        )
 
 
 @local.command()
