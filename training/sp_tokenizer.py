@@ -31,14 +31,7 @@ from bedrock_mistral.prompt import format_prompt
 from training.data import MIX, TEMPLATE_TEXTS, TaskGenerator
 from training.data_lists import CAPITALS
 
-__all__ = [
-    "corpus",
-    "filter_pieces",
-    "keep_piece",
-    "phrase_pieces",
-    "piece_types",
-    "train_tokenizer",
-]
+__all__ = ["corpus", "filter_pieces", "keep_piece", "phrase_pieces", "train_tokenizer"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,17 +150,6 @@ def _piece_text_and_type(payload: bytes) -> tuple[str, int]:
         elif number == 3 and isinstance(value, int):
             kind = value
     return text, kind
-
-
-def piece_types(model: bytes) -> list[int]:
-    """Each piece's SentencePiece type (1 normal, 2 unknown, 3 control, 4 user-defined,
-    6 byte), in id order: what the Python wrapper does not expose (it has no
-    ``is_user_defined``), and what a GGUF's ``tokenizer.ggml.token_type`` records."""
-    return [
-        _piece_text_and_type(payload)[1]
-        for number, _, payload, _ in _fields(model)
-        if number == _PIECE_FIELD and isinstance(payload, bytes)
-    ]
 
 
 def filter_pieces(model: bytes) -> tuple[bytes, list[str]]:

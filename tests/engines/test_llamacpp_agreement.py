@@ -27,7 +27,7 @@ PER_FAMILY = 4
 WINDOW = 64  # the bundled model's sliding window
 # Floors under the figures measured here (docs/engines.md), with room for a near-tie
 # between two tokens going the other way under different float rounding.
-MIN_SERVER_AGREE, MIN_SERVER_EXACT = 0.78, 0.72
+MIN_SERVER_AGREE, MIN_SERVER_EXACT = 0.92, 0.92
 MIN_IDS_AGREE, MIN_IDS_EXACT = 0.95, 0.95
 
 
@@ -72,9 +72,9 @@ def test_greedy_output_agrees_with_our_local_backend(llamacpp: LlamaCppServer) -
     """Two routes to llama.cpp: our client in raw mode through its server (what a user gets),
     and the same token ids through llama.cpp's library (the engine's arithmetic alone).
 
-    The server route reads the prompt less one "▁" before [INST] (see bundled_gguf), and
+    The server route reads exactly our prompt tokens (test_llamacpp_tokens.py), but
     llama-cpp-python prints nothing for a piece over 32 bytes (the identity replies are two
-    such pieces), so it agrees less often than the ids route, which has neither.
+    such pieces), so its text can be shorter than the tokens it generated.
     """
     import llama_cpp
 

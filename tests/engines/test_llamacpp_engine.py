@@ -71,9 +71,8 @@ def test_raw_mode_sends_our_prompt_less_the_bos_the_engine_adds(
     assert "<s> " + sent.body["prompt"] == prompt  # the engine writes BOS and the space
     assert sent.body["repeat_penalty"] == 1.0  # so temperature 0 is plain greedy
     assert reply.text.strip() == "Nairobi" and reply.stop_reason == "stop"
-    # The engine read our tokens for the Bedrock prompt but the "▁" before [INST], which
-    # llama.cpp cannot place before a user-defined piece (see bundled_gguf).
-    assert reply.usage.input_tokens == len(local_tokens(prompt)) - 1
+    # The engine read exactly our tokens for the Bedrock prompt.
+    assert reply.usage.input_tokens == len(local_tokens(prompt))
     assert reply.usage.output_tokens >= 1
 
 
@@ -120,7 +119,7 @@ def test_models_and_the_engines_token_count(llamacpp: LlamaCppServer) -> None:
     finally:
         backend.close()
     assert counted.source == "engine"  # llama-cpp-python's /extras/tokenize/count
-    assert counted.tokens == len(local_tokens(prompt)) - 1  # the "▁" before [INST]
+    assert counted.tokens == len(local_tokens(prompt))
 
 
 def test_a_prompt_longer_than_the_engines_context_is_a_context_window_error(
@@ -135,9 +134,9 @@ def test_a_prompt_longer_than_the_engines_context_is_a_context_window_error(
         client.chat(long, **GREEDY)
     error = caught.value
     assert error.context_window == llamacpp.n_ctx == 512
-    # The engine's own count, less the "▁" before [INST] as above.
+    # The engine's own count, equal to ours.
     prompt = format_prompt([{"role": "user", "content": long}])
-    assert error.prompt_tokens == len(local_tokens(prompt)) - 1 > 512
+    assert error.prompt_tokens == len(local_tokens(prompt)) > 512
     assert "llama.cpp -c" in str(error)
     assert error.attempts == 1  # not retried
 

@@ -166,29 +166,19 @@ def random_blocks(shape: tuple[int, ...], qt: QT, seed: int = 0) -> np.ndarray:
 def v1_tokenizer_metadata() -> dict[str, Any]:
     """mistral-common's v1 vocabulary (tokenizer.model.v1) as llama.cpp's converter writes it:
     pieces, scores and SentencePiece piece types."""
-    from local_backend.tokenizer import bundled_v1_path
+    from local_backend.tokenizer import Tokenizer, bundled_v1_path
 
     path = bundled_v1_path()
     assert path is not None, "mistral-common ships tokenizer.model.v1"
-    return sentencepiece_metadata(path)
-
-
-def sentencepiece_metadata(path: Path) -> dict[str, Any]:
-    """A SentencePiece model's pieces, scores and piece types, as llama.cpp's converter writes
-    them. User-defined pieces (type 4) get their ``▁`` written as spaces, as the converter
-    does: llama.cpp looks them up in the raw text (where a space is a space) before it
-    tokenizes the rest, and prints them back as stored."""
-    from local_backend.tokenizer import Tokenizer
-    from training.sp_tokenizer import piece_types
-
     sp = Tokenizer.from_file(path)._sp
-    types = piece_types(path.read_bytes())
-    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+    n = sp.get_piece_size()
+    types = [
+        2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else 1
+        for i in range(n)
+    ]
     return {
-        "tokens": [
-            p.replace("\u2581", " ") if t == 4 else p for p, t in zip(pieces, types, strict=True)
-        ],
-        "scores": [sp.get_score(i) for i in range(len(pieces))],
+        "tokens": [sp.id_to_piece(i) for i in range(n)],
+        "scores": [sp.get_score(i) for i in range(n)],
         "types": types,
     }
 

@@ -70,36 +70,12 @@ def require_llamacpp() -> None:
 
 
 def bundled_gguf(tmp_dir: Path) -> Path:
-    """A GGUF of the bundled model, for llama.cpp: F32 tensors (the float16 weights exactly),
-    llama.cpp's ``llama`` architecture with merged expert tensors (how its converter writes a
-    Mixtral), and the bundled SentencePiece vocabulary.
+    """The bundled model as ``bedrock-mistral local export --gguf`` writes it, in F32 (the
+    float16 weights exactly): llama.cpp's ``llama`` architecture with merged expert tensors,
+    and the bundled unigram vocabulary as llama.cpp's ``t5`` (unigram) tokenizer."""
+    from local_backend.gguf_export import export_gguf
 
-    The vocabulary needs two choices, because llama.cpp matches user-defined pieces in the
-    raw text first and tokenizes the rest separately: user-defined pieces are stored with
-    spaces for ``▁`` (see ``sentencepiece_metadata``), and ``add_space_prefix`` is false,
-    since llama.cpp would otherwise add
-    SentencePiece's dummy-prefix space again after every user-defined piece. With those,
-    llama.cpp splits our prompts exactly as SentencePiece does, except the one ``▁`` before
-    the ``[INST]`` that opens a turn (the llamacpp preset drops the space after ``<s>``, as a
-    Mistral GGUF with the dummy prefix needs): measured in test_llamacpp_tokens.py.
-    """
-    from gguf import GGUFValueType
-    from safetensors.torch import load_file
-
-    from local_backend.config import ModelConfig
-    from local_backend.runtime import BUNDLED_WEIGHTS
-    from tests.helpers.gguf_files import gguf_arrays, sentencepiece_metadata, write_gguf
-
-    config = ModelConfig.from_file(BUNDLED_WEIGHTS / "config.json")
-    arrays = gguf_arrays(load_file(str(BUNDLED_WEIGHTS / "model.safetensors")), config)
-    return write_gguf(
-        tmp_dir / "bundled.gguf",
-        config,
-        arrays,
-        "F32",
-        tokenizer=sentencepiece_metadata(BUNDLED_WEIGHTS / "tokenizer.model"),
-        metadata={"tokenizer.ggml.add_space_prefix": (False, GGUFValueType.BOOL)},
-    )
+    return export_gguf(None, tmp_dir / "bundled.gguf", file_type="f32").path
 
 
 @dataclass
