@@ -9,7 +9,7 @@ rotation matrix built once per step, and the new key/value go straight into thei
 ``tests/local/test_parity.py`` checks it against transformers through ``generate``.
 
 **Threads.** The step runs on one thread except for the calls that read enough memory to gain
-from more (:func:`local_backend.matvec.parallel_min_bytes`, 1 MiB): a product with a large
+from more (:func:`local_backend.matvec.parallel_min_bytes`, 512 KiB): a product with a large
 weight, or attention over a long cache, gets all of torch's threads for that call. Every
 OpenMP region costs a barrier; on two cores shared with other work a barrier waits for a
 descheduled peer, and a 20-row RoPE product or a 40-key attention measured 0.1-0.8 ms with two
@@ -120,12 +120,12 @@ def decode_step(model: Transformer, token: int, cache: KVCache) -> Tensor:
     """Feed one token of a batch-1 cache; return the next-token logits [V]."""
     if cache.batch_size != 1:
         raise ValueError(f"decode_step runs one sequence; this cache holds {cache.batch_size}")
-    n_threads = torch.get_num_threads()
-    if n_threads == 1:
+    n_threads, min_bytes = torch.get_num_threads(), parallel_min_bytes()
+    if n_threads == 1 or min_bytes is None:
         return _step(model, token, cache, _Threads(1, 0))
     torch.set_num_threads(1)
     try:
-        return _step(model, token, cache, _Threads(n_threads, parallel_min_bytes()))
+        return _step(model, token, cache, _Threads(n_threads, min_bytes))
     finally:
         torch.set_num_threads(n_threads)
 

@@ -106,7 +106,9 @@ def test_measuring_large_matrices_stays_cheap() -> None:
 # -- threads of a decode step -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("min_bytes", ["0", "", str(1 << 40)], ids=["all", "default", "none"])
+@pytest.mark.parametrize(
+    "min_bytes", ["0", "", str(1 << 40), "off"], ids=["all", "default", "none", "off"]
+)
 def test_decode_step_threads_change_no_numbers_and_are_restored(
     monkeypatch: pytest.MonkeyPatch, min_bytes: str
 ) -> None:
@@ -143,9 +145,11 @@ def test_a_failing_decode_step_restores_the_thread_count() -> None:
 
 def test_the_parallel_threshold_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(matvec.PARALLEL_ENV_VAR, raising=False)
-    assert matvec.parallel_min_bytes() == matvec.DEFAULT_PARALLEL_BYTES == 1 << 20
+    assert matvec.parallel_min_bytes() == matvec.DEFAULT_PARALLEL_BYTES == 512 << 10
     monkeypatch.setenv(matvec.PARALLEL_ENV_VAR, "4096")
     assert matvec.parallel_min_bytes() == 4096
+    monkeypatch.setenv(matvec.PARALLEL_ENV_VAR, "OFF")
+    assert matvec.parallel_min_bytes() is None
     monkeypatch.setenv(matvec.PARALLEL_ENV_VAR, "lots")
     with pytest.raises(LocalBackendError, match="BEDROCK_MISTRAL_LOCAL_PARALLEL_BYTES='lots'"):
         matvec.parallel_min_bytes()
