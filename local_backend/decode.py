@@ -66,6 +66,16 @@ class _Threads:
         finally:
             torch.set_num_threads(1)
 
+    def expert(self, ff: MoeFeedForward, e: int, h: Tensor, x: Tensor, alpha: float) -> Tensor:
+        """``x + alpha * expert_e(h)``, threaded as a whole when its gate/up weight is large."""
+        if self.n == 1 or ff.w13[e].nbytes < self.min_bytes:
+            return ff.expert(e, h, residual=x, alpha=alpha)
+        torch.set_num_threads(self.n)
+        try:
+            return ff.expert(e, h, residual=x, alpha=alpha)
+        finally:
+            torch.set_num_threads(1)
+
     def attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if self.n == 1 or 2 * k.nbytes < self.min_bytes:
             return F.scaled_dot_product_attention(q, k, v)
@@ -109,8 +119,7 @@ def ffn_step(ff: FeedForward | MoeFeedForward, x: Tensor, h: Tensor, threads: _T
     """Residual x [H] + feed-forward of the normed h [H] (dense, or the routed experts only)."""
     if isinstance(ff, MoeFeedForward):
         for e, weight in route_one(threads.mv(ff.gate.weight, h).tolist(), ff.top_k):
-            gate, up = threads.mv(ff.w13[e], h).chunk(2)
-            x = threads.addmv(x, ff.w2[e], F.silu(gate) * up, weight)
+            x = threads.expert(ff, e, h, x, weight)
         return x
     gate, up = threads.mv(ff.w13.weight, h).chunk(2)
     return threads.addmv(x, ff.w2.weight, F.silu(gate) * up)
