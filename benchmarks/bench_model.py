@@ -20,6 +20,10 @@ machine slows both alike: read the ratios; absolute numbers move with the machin
 and ``F.linear``, see ``local_backend.matvec``) to the same interleaved rounds, and prints them
 with the path the load measured as the faster.
 
+``--compare-threads`` adds our decode with ``BEDROCK_MISTRAL_LOCAL_PARALLEL_BYTES=off`` (every
+call on torch's thread count, as before the decode step ran its small calls on one thread) to
+the same rounds.
+
 OpenMP's wait policy decides the small-model figures, for both sides alike: on an idle machine
 the default (workers spin briefly at each barrier) is fastest; on a machine whose cores are
 busy with other work, ``OMP_WAIT_POLICY=PASSIVE`` stops spinning workers from burning their
@@ -162,6 +166,10 @@ def measure(sides: Sides, args: argparse.Namespace) -> dict[str, float]:
             runs[f"ours_decode_{path}"] = _forced(
                 path, sides.ours.dtype, lambda: sides.ours_decode(prompt, args.decode_tokens)
             )
+    if args.compare_threads:
+        runs["ours_decode_threads_off"] = _env(
+            matvec.PARALLEL_ENV_VAR, "off", lambda: sides.ours_decode(prompt, args.decode_tokens)
+        )
     samples: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.rounds):
         for key, run in runs.items():
@@ -187,6 +195,23 @@ def _forced(path: str, dtype: torch.dtype, run: Callable[[], float]) -> Callable
                 matvec.LINEAR_DTYPES.discard(dtype)
 
     return forced
+
+
+def _env(name: str, value: str, run: Callable[[], float]) -> Callable[[], float]:
+    """``run`` with the environment variable ``name`` set to ``value``, then put back."""
+
+    def with_env() -> float:
+        old = os.environ.get(name)
+        os.environ[name] = value
+        try:
+            return run()
+        finally:
+            if old is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = old
+
+    return with_env
 
 
 def window_scaling(
@@ -243,6 +268,14 @@ def run_config(name: str, args: argparse.Namespace, bandwidth: float) -> None:
                     f"measured choice: {sides.ours.matvec_path} |",
                     flush=True,
                 )
+            if args.compare_threads:
+                off = 1 / r["ours_decode_threads_off"]
+                print(
+                    f"|   ↳ {name} {dtype}: ours decode with every call threaded (off) "
+                    f"{off:.1f} tok/s ({off / ref:.2f}x transformers); now {ours / off:.2f}x "
+                    f"that; load average {os.getloadavg()[0]:.1f} |",
+                    flush=True,
+                )
             del sides
 
 
@@ -266,6 +299,11 @@ def main() -> None:
         "--compare-matvec",
         action="store_true",
         help="also time our decode with torch.mv and with F.linear forced",
+    )
+    parser.add_argument(
+        "--compare-threads",
+        action="store_true",
+        help="also time our decode with BEDROCK_MISTRAL_LOCAL_PARALLEL_BYTES=off",
     )
     args = parser.parse_args()
     if args.threads:

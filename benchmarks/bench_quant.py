@@ -6,11 +6,16 @@
    fp32/bf16 ``torch.mv``, bf16 ``F.linear``, ``_weight_int8pack_mm`` and
    ``_weight_int4pack_mm_for_cpu`` with bf16 and with fp32 activations, and the dequantise-
    then-product fallback. Candidates run interleaved round by round, best round kept.
-2. decode: batch-1 greedy decode tok/s of the medium model in fp32, bf16, int8 and int4 (ours)
-   and transformers bf16 on the same checkpoint, in the same run, interleaved.
+2. decode: batch-1 greedy decode tok/s of the medium model in fp32, bf16, int8 and int4 (ours),
+   transformers bf16 and, where llama-cpp-python is installed, llama.cpp on the same
+   checkpoint written as GGUF F16, Q8_0 and Q4_0 (gguf-py's own quantiser; in the Q4_0 file
+   the output head is Q8_0, as our int4 keeps an int8 head), all in the same run, interleaved,
+   at the same thread count. llama.cpp is fed token ids (the GGUF carries mistral-common's v1
+   vocabulary only so that it loads) and picks the argmax of its logits, as we do.
 
     python benchmarks/bench_quant.py                  # both parts
     python benchmarks/bench_quant.py --skip-decode --rounds 20
+    python benchmarks/bench_quant.py --skip-kernels --only bf16 int8 "int4 g64" llama.cpp
 
 Absolute figures move with the machine's load (read the ratios); the CPU model is printed.
 """
@@ -20,9 +25,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +41,7 @@ import local_backend
 from local_backend.checkpoint import save_pretrained
 from local_backend.config import PRESETS, ModelConfig
 from local_backend.model import Transformer
-from local_backend.quant import QuantizedWeight, QuantSpec, quantize, to_kernel
+from local_backend.quant import Int4Weight, QuantizedWeight, QuantSpec, quantize, to_kernel
 
 Kernel = Callable[[torch.Tensor], torch.Tensor]
 
@@ -88,11 +95,9 @@ def candidates(n: int, k: int) -> dict[str, tuple[Kernel, torch.dtype]]:
 
 def _fp32_activations(weight: QuantizedWeight) -> Kernel:
     """The same kernel fed fp32 activations and fp32 scales (what bf16 casting avoids)."""
-    if hasattr(weight, "scale_zero"):
-        table = weight.scale_zero.float()
-        return lambda x: torch._weight_int4pack_mm_for_cpu(
-            x.view(1, -1), weight.packed, weight.group_size, table
-        )
+    if isinstance(weight, Int4Weight):
+        table, packed, group = weight.scale_zero.float(), weight.packed, weight.group_size
+        return lambda x: torch._weight_int4pack_mm_for_cpu(x.view(1, -1), packed, group, table)
     q, scale = weight.q, weight.scale.float()  # type: ignore[attr-defined]
     return lambda x: torch._weight_int8pack_mm(x.view(1, -1), q, scale)
 
@@ -121,30 +126,86 @@ def decode_rates(config: ModelConfig, args: argparse.Namespace) -> dict[str, flo
     """Row name -> best-round decode tok/s, all models on one random checkpoint."""
     gen = torch.Generator().manual_seed(0)
     prompt = torch.randint(3, config.vocab_size, (args.prompt_tokens,), generator=gen).tolist()
+    runs: dict[str, Callable[[], float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
-        save_pretrained(Transformer(config), config, tmp, dtype="bfloat16")
+        model = Transformer(config)
+        save_pretrained(model, config, tmp, dtype="bfloat16")
+        if _wanted(args, "llama.cpp"):
+            for kind, llm in llama_cpp_models(model, config, Path(tmp), args.threads).items():
+                runs[f"llama.cpp {kind}"] = partial(_llama, llm, prompt, args.decode_tokens)
+        del model
         ref = Sides.load(Path(tmp), "bfloat16")
-        models: dict[str, Any] = {
-            "ours fp32": local_backend.load(tmp, dtype="float32"),
-            "ours bf16": ref.ours,
-        }
+        models: dict[str, Any] = {}
+        if _wanted(args, "ours fp32"):
+            models["ours fp32"] = local_backend.load(tmp, dtype="float32")
+        models["ours bf16"] = ref.ours
         for scheme, group in (("int8", None), ("int4", 32), ("int4", 64)):
             for dtype in ("float32", "bfloat16"):
                 label = scheme if group is None else f"{scheme} g{group}"
                 name = f"ours {label} ({'fp32' if dtype == 'float32' else 'bf16'} residual)"
-                models[name] = local_backend.load(tmp, dtype, quantize=scheme, group_size=group)
-    runs: dict[str, Callable[[], float]] = {
-        name: (lambda m=m: _ours(m, prompt, args.decode_tokens)) for name, m in models.items()
-    }
+                if _wanted(args, name):
+                    models[name] = local_backend.load(tmp, dtype, quantize=scheme, group_size=group)
+    runs.update({name: partial(_ours, m, prompt, args.decode_tokens) for name, m in models.items()})
     runs["transformers bf16"] = lambda: ref.ref_decode(prompt, args.decode_tokens)
     for run in runs.values():
         run()  # warm-up
     best = dict.fromkeys(runs, float("inf"))
     for _ in range(args.rounds):
         for name, run in runs.items():
+            time.sleep(0.5)  # llama.cpp's workers poll for a while after a call returns
             best[name] = min(best[name], run())
     return {name: 1 / seconds for name, seconds in best.items()}
+
+
+def _wanted(args: argparse.Namespace, name: str) -> bool:
+    """Whether ``--only`` (substrings) keeps the row ``name`` (every row without it)."""
+    return not args.only or any(part in name for part in args.only)
+
+
+def llama_cpp_models(
+    model: Transformer, config: ModelConfig, folder: Path, threads: int
+) -> dict[str, Any]:
+    """llama.cpp (llama-cpp-python) on ``model`` written as GGUF F16, Q8_0 and Q4_0; empty
+    where llama-cpp-python is not installed."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        print("llama-cpp-python is not installed: no llama.cpp rows\n")
+        return {}
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers
+    from local_backend.checkpoint import to_hf_state_dict
+    from tests.helpers.gguf_files import gguf_arrays, v1_tokenizer_metadata, write_gguf
+
+    arrays = gguf_arrays(to_hf_state_dict(model), config)
+    tokenizer = v1_tokenizer_metadata() if config.vocab_size == 32000 else None
+    kinds: dict[str, str | dict[str, str]] = {
+        "F16": "F16",
+        "Q8_0": "Q8_0",
+        "Q4_0": {name: "Q8_0" if name == "output.weight" else "Q4_0" for name in arrays},
+    }
+    n = threads or torch.get_num_threads()
+    out = {}
+    for label, kind in kinds.items():
+        path = write_gguf(folder / f"{label}.gguf", config, arrays, kind, tokenizer=tokenizer)
+        out[label] = Llama(
+            str(path), n_threads=n, n_threads_batch=n, n_ctx=256, n_batch=64, verbose=False
+        )
+    return out
+
+
+def _llama(llm: Any, prompt: list[int], n: int) -> float:
+    """Greedy decode through llama.cpp: median step time, as :func:`_ours`."""
+    import numpy as np
+
+    llm.reset()
+    times = [time.perf_counter()]
+    llm.eval(prompt)
+    for _ in range(n):
+        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        times.append(time.perf_counter())
+        llm.eval([token])
+    return _step_time(times)
 
 
 def _ours(model: Any, prompt: list[int], n: int) -> float:
@@ -165,6 +226,9 @@ def main() -> None:
     parser.add_argument("--skip-kernels", action="store_true")
     parser.add_argument("--skip-decode", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--only", nargs="+", default=[], help="decode rows whose name holds one of these"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -192,6 +256,15 @@ def main() -> None:
             print("| 'medium' decode | tok/s | vs transformers bf16 |\n|---|---|---|")
             for name, rate in rates.items():
                 print(f"| {name} | {rate:.1f} | {rate / ref:.2f}x |")
+            print(f"\nload average after the run: {os.getloadavg()}")
+            pairs = [
+                ("ours bf16", "llama.cpp F16"),
+                ("ours int8 (bf16 residual)", "llama.cpp Q8_0"),
+                ("ours int4 g64 (bf16 residual)", "llama.cpp Q4_0"),
+            ]
+            for ours, theirs in pairs:
+                if ours in rates and theirs in rates:
+                    print(f"{ours} / {theirs}: {rates[ours] / rates[theirs]:.2f}x")
 
 
 if __name__ == "__main__":

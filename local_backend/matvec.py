@@ -30,7 +30,16 @@ from torch import Tensor
 
 from local_backend.errors import LocalBackendError
 
-__all__ = ["ENV_VAR", "LINEAR_DTYPES", "MatvecPath", "choose", "chosen", "path_for"]
+__all__ = [
+    "ENV_VAR",
+    "LINEAR_DTYPES",
+    "PARALLEL_ENV_VAR",
+    "MatvecPath",
+    "choose",
+    "chosen",
+    "parallel_min_bytes",
+    "path_for",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +49,15 @@ ENV_VAR = "BEDROCK_MISTRAL_LOCAL_MATVEC"
 # plain set (a dtype lookup costs ~60 ns, a device lookup several times that).
 LINEAR_DTYPES: set[torch.dtype] = set()
 _chosen: dict[torch.dtype, MatvecPath] = {}
+
+PARALLEL_ENV_VAR = "BEDROCK_MISTRAL_LOCAL_PARALLEL_BYTES"
+# A decode step runs its small calls on one thread and gives a product (or attention) all of
+# torch's threads only when it reads at least this many bytes: on two cores an OpenMP region
+# costs microseconds when both are idle and up to a time slice (0.1-0.8 ms measured) when a
+# peer thread is descheduled by other work. Measured on a 2-core AMD EPYC, best case: the
+# int4 kernel on 576 KiB (a 'medium' wo) takes 33 us on two threads, 59 us on one; float32
+# torch.mv on 384-768 KiB (the bundled model's matrices) gains nothing from a second thread.
+DEFAULT_PARALLEL_BYTES = 512 << 10
 
 _MAX_BYTES = 2 << 20  # each timed matrix is a row slice of at most 2 MiB: a few ms in all
 _ROUNDS = 5
@@ -70,6 +88,23 @@ def choose(weights: Sequence[Tensor]) -> MatvecPath:
         else:
             LINEAR_DTYPES.discard(dtype)
     return _chosen[dtype]
+
+
+def parallel_min_bytes() -> int | None:
+    """Bytes a decode-step call must read to run on all threads (see ``decode``), or None
+    to leave torch's thread count alone for every call. ``BEDROCK_MISTRAL_LOCAL_PARALLEL_BYTES``
+    overrides it: a number of bytes (``0``: every product threaded), or ``off``."""
+    value = os.environ.get(PARALLEL_ENV_VAR, "").strip().lower()
+    if not value:
+        return DEFAULT_PARALLEL_BYTES
+    if value == "off":
+        return None
+    try:
+        return max(0, int(value))
+    except ValueError as err:
+        raise LocalBackendError(
+            f"{PARALLEL_ENV_VAR}={value!r}: use a number of bytes or off"
+        ) from err
 
 
 def _forced() -> MatvecPath | None:

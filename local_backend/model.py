@@ -31,6 +31,7 @@ __all__ = [
     "addmv",
     "linear",
     "mv",
+    "route_one",
     "select_experts",
 ]
 
@@ -225,6 +226,20 @@ def select_experts(router_logits: Tensor, top_k: int) -> tuple[Tensor, Tensor]:
     return weights / weights.sum(dim=-1, keepdim=True), experts
 
 
+def route_one(logits: list[float], top_k: int) -> list[tuple[int, float]]:
+    """Mixtral routing of one token in Python: (expert, weight) of the ``top_k`` experts.
+
+    Top-k of the logits picks the same experts as top-k of the softmax, and the softmax over
+    the k chosen logits equals the renormalised top-k probabilities (ref §5); over E floats
+    plain Python is cheaper than the tensor calls :func:`select_experts` makes.
+    """
+    chosen = sorted(range(len(logits)), key=logits.__getitem__, reverse=True)[:top_k]
+    top = logits[chosen[0]]
+    scores = [math.exp(logits[e] - top) for e in chosen]
+    total = sum(scores)
+    return [(e, score / total) for e, score in zip(chosen, scores, strict=True)]
+
+
 class MoeFeedForward(nn.Module):
     """Sparse mixture of SwiGLU experts; each expert runs only on the tokens routed to it.
 
@@ -272,19 +287,11 @@ class MoeFeedForward(nn.Module):
         return self._dispatch(flat, weights, experts).view(shape), logits
 
     def decode_one(self, x: Tensor, logits: list[float], residual: Tensor) -> Tensor:
-        """``residual`` + the routed experts' mix for one token x [H] with router ``logits``.
-
-        The k experts are picked in Python over E floats: top-k of the logits picks the same
-        experts as top-k of the softmax, and the softmax over the k chosen logits equals the
-        renormalised top-k probabilities (ref §5). Only those k experts run.
-        """
-        chosen = sorted(range(self.num_experts), key=logits.__getitem__, reverse=True)[: self.top_k]
-        top = logits[chosen[0]]
-        scores = [math.exp(logits[e] - top) for e in chosen]
-        total = sum(scores)
+        """``residual`` + the routed experts' mix for one token x [H] with router ``logits``
+        (picked by :func:`route_one`); only those k experts run."""
         out = residual
-        for e, score in zip(chosen, scores, strict=True):
-            out = self.expert(e, x, residual=out, alpha=score / total)
+        for e, weight in route_one(logits, self.top_k):
+            out = self.expert(e, x, residual=out, alpha=weight)
         return out
 
     def _dispatch(self, flat: Tensor, weights: Tensor, experts: Tensor) -> Tensor:

@@ -237,6 +237,12 @@ class QuantizedWeight:
     out_features: int
     in_features: int
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes a product reads (codes, scales and zeros): what decides its threading."""
+        tensors = [t for t in vars(self).values() if isinstance(t, Tensor)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def linear(self, x: Tensor) -> Tensor:
         """x [..., K] -> [..., N] in x's dtype."""
         flat = x.reshape(-1, self.in_features)
@@ -313,6 +319,10 @@ class DequantWeight(QuantizedWeight):
     def __init__(self, data: QuantData, out_features: int, in_features: int) -> None:
         self.data = data
         self.out_features, self.in_features = out_features, in_features
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.data.tensors().values())
 
     def _mm(self, x: Tensor) -> Tensor:
         return F.linear(x, dequantize(self.data, self.in_features, x.dtype))

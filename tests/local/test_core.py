@@ -13,7 +13,7 @@ from transformers import MistralForCausalLM, MixtralForCausalLM
 from local_backend.checkpoint import load_transformer, save_pretrained
 from local_backend.config import ModelConfig, MoeConfig
 from local_backend.errors import CheckpointError, UnsupportedArchitectureError
-from local_backend.model import Transformer
+from local_backend.model import Transformer, route_one, select_experts
 
 TINY_MOE = ModelConfig(
     dim=64,
@@ -213,3 +213,12 @@ def test_params_json_moe_and_file(tmp_path: Path) -> None:
     config = ModelConfig.from_file(tmp_path)
     assert config.moe == MoeConfig(num_experts=8, num_experts_per_tok=2)
     assert config.architecture == "MixtralForCausalLM"
+
+
+def test_route_one_picks_the_experts_and_weights_of_select_experts() -> None:
+    logits = torch.randn(16, 8, generator=torch.Generator().manual_seed(3))
+    weights, experts = select_experts(logits, 2)
+    for row, w, e in zip(logits, weights, experts, strict=True):
+        routed = route_one(row.tolist(), 2)
+        assert [x for x, _ in routed] == e.tolist()
+        assert [y for _, y in routed] == pytest.approx(w.tolist(), abs=1e-6)

@@ -101,3 +101,55 @@ def test_measuring_large_matrices_stays_cheap() -> None:
     started = time.perf_counter()
     matvec.choose(weights)
     assert time.perf_counter() - started < 2.0  # ~10 ms on a quiet 2-core machine
+
+
+# -- threads of a decode step -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "min_bytes", ["0", "", str(1 << 40), "off"], ids=["all", "default", "none", "off"]
+)
+def test_decode_step_threads_change_no_numbers_and_are_restored(
+    monkeypatch: pytest.MonkeyPatch, min_bytes: str
+) -> None:
+    torch.manual_seed(0)
+    model = Transformer(SMALL_MOE).eval()
+    before = torch.get_num_threads()
+    with torch.inference_mode():
+        cache = model.new_cache(1)
+        model.forward_last(torch.tensor([[1, 5, 9]]), cache)
+        reference = torch.stack([decode_step(model, t, cache) for t in (3, 7)])
+        monkeypatch.setenv(matvec.PARALLEL_ENV_VAR, min_bytes)
+        torch.set_num_threads(2)
+        try:
+            cache = model.new_cache(1)
+            model.forward_last(torch.tensor([[1, 5, 9]]), cache)
+            logits = torch.stack([decode_step(model, t, cache) for t in (3, 7)])
+            assert torch.get_num_threads() == 2  # the caller's count, back after every step
+        finally:
+            torch.set_num_threads(before)
+    torch.testing.assert_close(logits, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_a_failing_decode_step_restores_the_thread_count() -> None:
+    model = Transformer(SMALL_MOE).eval()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode(), pytest.raises(IndexError):
+            decode_step(model, SMALL_MOE.vocab_size + 5, model.new_cache(1))  # no such token
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_parallel_threshold_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(matvec.PARALLEL_ENV_VAR, raising=False)
+    assert matvec.parallel_min_bytes() == matvec.DEFAULT_PARALLEL_BYTES == 512 << 10
+    monkeypatch.setenv(matvec.PARALLEL_ENV_VAR, "4096")
+    assert matvec.parallel_min_bytes() == 4096
+    monkeypatch.setenv(matvec.PARALLEL_ENV_VAR, "OFF")
+    assert matvec.parallel_min_bytes() is None
+    monkeypatch.setenv(matvec.PARALLEL_ENV_VAR, "lots")
+    with pytest.raises(LocalBackendError, match="BEDROCK_MISTRAL_LOCAL_PARALLEL_BYTES='lots'"):
+        matvec.parallel_min_bytes()

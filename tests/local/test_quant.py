@@ -125,6 +125,16 @@ def test_auto_picks_the_pytorch_kernels_on_cpu() -> None:
     assert isinstance(int4, Int4Weight)
 
 
+@pytest.mark.parametrize("spec", SPECS.values(), ids=list(SPECS))
+def test_nbytes_counts_what_a_product_reads(spec: QuantSpec) -> None:
+    data = quantize(torch.randn(64, 256), spec)
+    stored = sum(t.numel() * t.element_size() for t in data.tensors().values())
+    for kernel in ("auto", "dequant"):
+        weight = to_kernel(data, out_features=64, in_features=256, kernel=kernel)
+        # codes (1 byte or half a byte per weight) plus scales and zeros, in any layout
+        assert 64 * 256 * (1 if spec.scheme == "int8" else 0.5) < weight.nbytes <= 2 * stored
+
+
 @pytest.mark.parametrize(("scheme", "group"), [("int5", None), ("int4", 48), ("int8", 32)])
 def test_bad_specs_are_refused(scheme: str, group: int | None) -> None:
     with pytest.raises(CheckpointError):
