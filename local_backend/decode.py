@@ -40,6 +40,14 @@ from local_backend.model import (
 __all__ = ["decode_step"]
 
 
+def _work(weight: Weight) -> int:
+    """The bytes a float32 copy of ``weight`` would read: a bf16/f16 product on the CPU widens
+    as it goes and is compute bound, so it gains from threads at the shapes float32 does."""
+    if isinstance(weight, Tensor):
+        return weight.numel() * 4
+    return weight.nbytes
+
+
 class _Threads:
     """The thread count a large call gets and the size that makes a call large."""
 
@@ -49,7 +57,7 @@ class _Threads:
         self.n, self.min_bytes = n, min_bytes
 
     def mv(self, weight: Weight, x: Tensor) -> Tensor:
-        if self.n == 1 or weight.nbytes < self.min_bytes:
+        if self.n == 1 or _work(weight) < self.min_bytes:
             return mv(weight, x)
         torch.set_num_threads(self.n)
         try:
@@ -58,7 +66,7 @@ class _Threads:
             torch.set_num_threads(1)
 
     def addmv(self, residual: Tensor, weight: Weight, x: Tensor, alpha: float = 1.0) -> Tensor:
-        if self.n == 1 or weight.nbytes < self.min_bytes:
+        if self.n == 1 or _work(weight) < self.min_bytes:
             return addmv(residual, weight, x, alpha)
         torch.set_num_threads(self.n)
         try:
@@ -68,7 +76,7 @@ class _Threads:
 
     def expert(self, ff: MoeFeedForward, e: int, h: Tensor, x: Tensor, alpha: float) -> Tensor:
         """``x + alpha * expert_e(h)``, threaded as a whole when its gate/up weight is large."""
-        if self.n == 1 or ff.w13[e].nbytes < self.min_bytes:
+        if self.n == 1 or _work(ff.w13[e]) < self.min_bytes:
             return ff.expert(e, h, residual=x, alpha=alpha)
         torch.set_num_threads(self.n)
         try:
@@ -77,7 +85,7 @@ class _Threads:
             torch.set_num_threads(1)
 
     def attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        if self.n == 1 or 2 * k.nbytes < self.min_bytes:
+        if self.n == 1 or 2 * _work(k) < self.min_bytes:
             return F.scaled_dot_product_attention(q, k, v)
         torch.set_num_threads(self.n)
         try:
