@@ -18,6 +18,12 @@ Each of our matrices is converted once, one at a time (no full-precision copy of
 
 llama.cpp's converter permutes the rows of q and k (HF split-half rotary layout to the
 interleaved-pair one); the rows are permuted back here, on the raw blocks, before decoding.
+
+Memory: a load holds the model it builds and little else (``benchmarks/bench_gguf_memory.py``:
+peak at most ~1.4x the file on 4-bit files). Bytes are read one tensor (or expert) at a time,
+converted in row chunks into tensors allocated at their final size, and a quantised matrix
+goes straight into its kernel form, expert by expert; freed temporaries are handed back to the
+system as the load goes (:mod:`local_backend.heap`).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from local_backend import heap
 from local_backend import quant_checkpoint as qc
 from local_backend.checkpoint import TORCH_DTYPES, permute_to_hf
 from local_backend.config import DType, ModelConfig, MoeConfig, normalize_dtype
@@ -48,19 +55,20 @@ from local_backend.gguf_blocks import (
     U8,
     BlockType,
     decode,
-    int4_codes,
+    int4_packed,
 )
 from local_backend.gguf_file import GGUFFile
 from local_backend.gguf_tokenizer import tokenizer_from_metadata
 from local_backend.model import Transformer
-from local_backend.quant import SCALE_DTYPE, QuantData, QuantSpec, quantize
+from local_backend.quant import SCALE_DTYPE, QuantData, QuantSpec, quantize, to_kernel
 from local_backend.tokenizer import Tokenizer
 
 __all__ = ["SUPPORTED_TYPES", "config_from_metadata", "load_gguf"]
 
 SUPPORTED_TYPES = tuple(t.name for t in BLOCK_TYPES.values())
 ARCHITECTURES = ("llama",)
-_ROWS = 4096  # rows dequantised at a time on the int8 path
+_VALUES = 1 << 20  # values decoded at a time: 4 MB as float32 (measured as fast as 16 MB)
+_MIN_FREE = 16 << 20  # freed bytes a load may keep: this, or an eighth of the file (heap.py)
 _INT8 = QuantSpec("int8")
 
 
@@ -234,16 +242,24 @@ def _check(f: GGUFFile, plan: Plan) -> None:
 
 
 def _rows(f: GGUFFile, p: Part) -> tuple[U8, BlockType]:
-    """The part's raw rows [N, row_bytes], with q/k rows back in the HF order."""
-    raw = f.raw(p.name)
-    if p.expert is not None:
-        raw = raw[p.expert]
+    """The part's raw rows [N, row_bytes], read from the file (only the part's expert of a
+    merged tensor), with q/k rows back in the HF order."""
+    raw = f.raw(p.name, p.expert)
     if raw.ndim == 1:
         raw = raw[None]
     if p.heads:
         order = permute_to_hf(torch.arange(raw.shape[0])[:, None], p.heads, raw.shape[0] // p.heads)
         raw = raw[order[:, 0].numpy()]
     return raw, BLOCK_TYPES[f.tensors[p.name].type_id]
+
+
+def _chunks(raw: U8, t: BlockType) -> Iterator[U8]:
+    """Row chunks of ``raw`` of about :data:`_VALUES` values: what one decoding step's float32
+    temporaries are sized by."""
+    k = raw.shape[1] // t.block_bytes * t.block_values
+    step = max(1, _VALUES // k)
+    for s in range(0, raw.shape[0], step):
+        yield raw[s : s + step]
 
 
 def _floats(pieces: list[tuple[U8, BlockType]], dtype: torch.dtype) -> Tensor:
@@ -254,36 +270,59 @@ def _floats(pieces: list[tuple[U8, BlockType]], dtype: torch.dtype) -> Tensor:
     out = torch.empty(sum(raw.shape[0] for raw, _ in pieces), k, dtype=dtype)
     at = 0
     for raw, t in pieces:
-        for s in range(0, raw.shape[0], _ROWS):
-            chunk = torch.from_numpy(decode(raw[s : s + _ROWS], t))
+        for rows in _chunks(raw, t):
+            chunk = torch.from_numpy(decode(rows, t))
             out[at : at + chunk.shape[0]].copy_(chunk)
             at += chunk.shape[0]
     return out
 
 
-def _convert(
-    f: GGUFFile, parts: list[Part], mode: str, dtype: torch.dtype, spec: QuantSpec | None
-) -> Tensor | QuantData:
-    """One matrix [N, K] from its parts (stacked along N) in the form ``mode`` says."""
-    pieces = [_rows(f, p) for p in parts]
+def _convert_rows(rows: U8, t: BlockType, mode: str, spec: QuantSpec | None) -> dict[str, Tensor]:
+    """A chunk of rows in the form ``mode`` says: ``{"w": floats}`` or a :class:`QuantData`'s
+    tensors (``q``, ``scale``, ``zero``), each [rows, ...]."""
     if mode == "int4":
-        codes, scales, zeros = zip(*(int4_codes(raw, t) for raw, t in pieces), strict=True)
-        c = torch.from_numpy(np.concatenate(codes))
-        packed = c[:, 0::2] | (c[:, 1::2] << 4)
-        scale = torch.from_numpy(np.concatenate(scales)).to(SCALE_DTYPE)
-        zero = torch.from_numpy(np.concatenate(zeros)).to(SCALE_DTYPE)
-        return QuantData("int4", packed.contiguous(), scale, zero, 32)
+        q, scale, zero = (torch.from_numpy(a) for a in int4_packed(rows, t))
+        return {"q": q, "scale": scale.to(SCALE_DTYPE), "zero": zero.to(SCALE_DTYPE)}
+    w = torch.from_numpy(decode(rows, t))
     if mode == "int8":
-        qs, ss = [], []
-        for raw, t in pieces:
-            for s in range(0, raw.shape[0], _ROWS):
-                data = quantize(torch.from_numpy(decode(raw[s : s + _ROWS], t)), _INT8)
-                qs.append(data.q)
-                ss.append(data.scale)
-        return QuantData("int8", torch.cat(qs), torch.cat(ss))
-    if spec is not None:
-        return quantize(_floats(pieces, torch.float32), spec)
-    return _floats(pieces, dtype)
+        return quantize(w, _INT8).tensors()
+    return quantize(w, spec).tensors() if spec is not None else {"w": w}
+
+
+def _matrix(
+    f: GGUFFile,
+    experts: list[list[Part]],
+    mode: str,
+    dtype: torch.dtype,
+    spec: QuantSpec | None,
+    stacked: bool,
+) -> Tensor | QuantData:
+    """One of our tensors [N, K] from its parts (stacked along N), or a stack of experts
+    [E, N, K], written chunk by chunk into tensors allocated once at their final size: the
+    only other memory in use is one part's raw bytes and one chunk's temporaries."""
+    n = sum(p.shape[-2] if len(p.shape) > 1 else 1 for p in experts[0])
+    lead = (len(experts),) if stacked else ()
+    out: dict[str, Tensor] = {}
+    for e, parts in enumerate(experts):
+        at = 0
+        for p in parts:
+            raw, t = _rows(f, p)
+            for rows in _chunks(raw, t):
+                for key, chunk in _convert_rows(rows, t, mode, spec).items():
+                    if key not in out:
+                        kind = dtype if key == "w" else chunk.dtype
+                        out[key] = torch.empty(*lead, n, *chunk.shape[1:], dtype=kind)
+                    dest = out[key][e] if stacked else out[key]
+                    dest[at : at + len(rows)].copy_(chunk)
+                at += len(rows)
+            del raw  # before the next part is read
+    if "w" in out:
+        return out["w"]
+    if mode == "int4":
+        return QuantData("int4", out["q"], out["scale"], out["zero"], 32)
+    scheme = spec.scheme if mode == "float" and spec is not None else "int8"
+    group = spec.group_size if scheme == "int4" and spec is not None else 0
+    return QuantData(scheme, out["q"], out["scale"], out.get("zero"), group)
 
 
 def _mode(f: GGUFFile, experts: list[list[Part]]) -> str:
@@ -294,32 +333,21 @@ def _mode(f: GGUFFile, experts: list[list[Part]]) -> str:
     return "int4" if names <= INT4_TYPES else "int8"
 
 
-def _stack(items: list[Tensor | QuantData]) -> Tensor | QuantData:
-    """Experts [N, K] each -> [E, N, K] (or the portable form with that leading axis)."""
-    tensors = [t for t in items if isinstance(t, Tensor)]
-    if tensors:
-        return torch.stack(tensors)
-    datas = [t for t in items if isinstance(t, QuantData)]
-    zeros = [d.zero for d in datas if d.zero is not None]
-    return QuantData(
-        datas[0].scheme,
-        torch.stack([d.q for d in datas]),
-        torch.stack([d.scale for d in datas]),
-        torch.stack(zeros) if zeros else None,
-        datas[0].group_size,
-    )
-
-
 def _tensors(
     f: GGUFFile, config: ModelConfig, plan: Plan, dtype: torch.dtype, spec: QuantSpec | None
-) -> Iterator[tuple[str, Tensor | QuantData]]:
-    """Our tensors one at a time, each converted once from the file's blocks."""
+) -> Iterator[tuple[str, Tensor | qc.Kernels]]:
+    """Our tensors one at a time, each converted once from the file's blocks; a quantised
+    matrix straight into its kernel form, one expert at a time."""
     matrices = qc.matrices(config)
     embedding: Tensor | None = None
+    budget = max(_MIN_FREE, f.size // 8)  # freed memory the allocator may keep meanwhile
     for name, experts in plan.items():
+        heap.release(budget)
         if name not in matrices:  # embedding, norms, router: plain, in the model dtype
             p = experts[0][0]
-            value = _floats([_rows(f, p)], dtype).reshape(p.shape)
+            value = _matrix(f, experts, "float", dtype, None, stacked=False)
+            assert isinstance(value, Tensor)
+            value = value.reshape(p.shape)
             embedding = value if name == "tok_embeddings.weight" else embedding
             yield name, value
             continue
@@ -328,9 +356,20 @@ def _tensors(
         if tied and mode == "float" and spec is None and embedding is not None:
             yield name, embedding  # a plain tied head is the embedding itself
             continue
-        converted = [_convert(f, parts, mode, dtype, spec) for parts in experts]
-        expert_axis = matrices[name][0]
-        yield name, _stack(converted) if expert_axis else converted[0]
+        lead, n, k = matrices[name]
+        if mode == "float" and spec is None:
+            plain = _matrix(f, experts, mode, dtype, spec, stacked=bool(lead))
+            assert isinstance(plain, Tensor)
+            yield name, plain
+            continue
+        kernels = []
+        for parts in experts:  # each expert's portable form goes as soon as its kernel exists
+            data = _matrix(f, [parts], mode, dtype, spec, stacked=False)
+            assert isinstance(data, QuantData)
+            kernels.append(to_kernel(data, out_features=n, in_features=k))
+            del data
+            heap.release(budget)
+        yield name, kernels if lead else kernels[0]
 
 
 # -- entry point ----------------------------------------------------------------------------
@@ -370,6 +409,7 @@ def load_gguf(
         except TokenizerError as err:
             tokenizer = err
         model = qc.build(config, _tensors(f, config, plan, TORCH_DTYPES[target], spec))
+        heap.release(0)
         return model, tokenizer
     finally:
         f.close()

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["BLOCK_TYPES", "INT4_TYPES", "BlockType", "decode", "int4_codes"]
+__all__ = ["BLOCK_TYPES", "INT4_TYPES", "BlockType", "decode", "int4_codes", "int4_packed"]
 
 U8 = NDArray[np.uint8]
 F32 = NDArray[np.float32]
@@ -149,6 +149,45 @@ def int4_codes(raw: U8, t: BlockType) -> tuple[U8, F32, F32]:
     zero = 8 * scale - dmin * m
     return (
         _k_low_codes(b[..., 16:144]).reshape(rows, -1),
+        scale.reshape(rows, -1),
+        zero.reshape(rows, -1),
+    )
+
+
+def _pair_nibbles(qs: U8, run: int) -> U8:
+    """Runs of ``run`` bytes whose low nibbles are values 0..run-1 and high nibbles values
+    run..2run-1 (Q4_0/Q4_1: one run of 16 per block; Q4_K: four runs of 32, one sub-block pair
+    each) -> our packing, two consecutive values a byte (value 2j low, 2j+1 high), byte-wise
+    on half as many bytes as unpacked codes would take."""
+    runs = qs.reshape(*qs.shape[:-1], -1, run)
+    lo, hi = runs[..., 0::2], runs[..., 1::2]
+    first = (lo & 0x0F) | (hi << 4)  # values 2j, 2j+1 of the low nibbles
+    second = (lo >> 4) | (hi & 0xF0)  # the same of the high nibbles
+    out: U8 = np.concatenate([first, second], axis=-1).reshape(qs.shape)
+    return out
+
+
+def int4_packed(raw: U8, t: BlockType) -> tuple[U8, F32, F32]:
+    """:func:`int4_codes` with the codes already packed two a byte as our int4 form stores
+    them ([R, K/2]: value 2j in the low nibble of byte j): the loader's path, which never
+    holds one byte per value."""
+    b = _blocks(raw, t)
+    rows = raw.shape[0]
+    if t.name in ("Q4_0", "Q4_1"):
+        d = _f16(b[..., 0:2])
+        if t.name == "Q4_0":
+            packed, zero = _pair_nibbles(b[..., 2:18], 16), np.zeros_like(d)
+        else:
+            packed, zero = _pair_nibbles(b[..., 4:20], 16), _f16(b[..., 2:4]) + 8 * d
+        return packed.reshape(rows, -1), d, zero
+    if t.name != "Q4_K":
+        raise ValueError(f"{t.name} has no 4-bit codes")
+    d, dmin = _f16(b[..., 0:2])[..., None], _f16(b[..., 2:4])[..., None]
+    sc, m = _k_scales(b[..., 4:16])
+    scale = d * sc
+    zero = 8 * scale - dmin * m
+    return (
+        _pair_nibbles(b[..., 16:144], 32).reshape(rows, -1),
         scale.reshape(rows, -1),
         zero.reshape(rows, -1),
     )

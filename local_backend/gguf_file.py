@@ -7,13 +7,17 @@ Layout (little-endian, versions 2 and 3)::
     tensor_count x (string name | u32 n_dims | u64 ne[n_dims] | u32 ggml type | u64 offset)
     padding to ``general.alignment`` (default 32) | tensor data (offsets relative to here)
 
-The file is memory-mapped (``numpy.memmap``) and never read whole: a tensor's bytes are a view
-of the mapping until it is decoded. Every offset and size is checked against the file's length
-while the header is parsed, so a truncated file fails before any tensor is touched.
+The header is parsed from a memory mapping, which is dropped as soon as it is parsed; tensor bytes
+are then *read* (``readinto``), one tensor or one expert at a time, into memory the caller owns
+and frees once it is converted. Not mapped: every touched page of a mapping counts in the
+process's resident memory until the mapping goes, which while loading a model is the whole
+file on top of the model being built. Every offset and size is checked against the file's
+length while the header is parsed, so a truncated file fails before any tensor is touched.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,14 +115,23 @@ class _Cursor:
 
 
 class GGUFFile:
-    """An open, memory-mapped GGUF file: ``metadata``, ``tensors`` (by name) and their bytes."""
+    """An open GGUF file: ``metadata``, ``tensors`` (by name) and their bytes (:meth:`raw`)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
             self._map: U8 = np.memmap(self.path, dtype=np.uint8, mode="r")
+            self._file: io.FileIO | None = io.FileIO(self.path, "r")
         except (OSError, ValueError) as err:  # ValueError: an empty file cannot be mapped
             raise GGUFFormatError(f"{self.path} cannot be read as a GGUF file: {err}") from err
+        try:
+            self._parse()
+        except BaseException:
+            self.close()
+            raise
+        self._unmap()  # the header's pages leave the resident set with it
+
+    def _parse(self) -> None:
         cur = _Cursor(self._map, self.path)
         magic = bytes(self._map[: cur.take(4, "the magic number") + 4])
         if magic != MAGIC:
@@ -145,6 +158,7 @@ class GGUFFile:
         self.alignment = alignment
         self.data_offset = -(-cur.pos // alignment) * alignment
         self.tensors: dict[str, TensorInfo] = {}
+        self.size = len(self._map)
         for name, shape, type_id, rel in infos:
             self.tensors[name] = self._place(name, shape, type_id, rel)
 
@@ -178,15 +192,41 @@ class GGUFFile:
             )
         return TensorInfo(name, shape, type_id, start, nbytes)
 
-    def raw(self, name: str) -> U8:
-        """The tensor's bytes as rows ``[*shape[:-1], row_bytes]`` (a view of the mapping)."""
+    def raw(self, name: str, index: int | None = None) -> U8:
+        """The tensor's bytes as rows ``[*shape[:-1], row_bytes]``, or only those of its
+        ``index``-th slice along the first axis (one expert of a merged [E, N, K] tensor), read
+        into a new array: the caller's to free once converted (see the module doc)."""
         info = self.tensors[name]
         t = BLOCK_TYPES[info.type_id]
-        view = self._map[info.offset : info.offset + info.nbytes]
-        return view.reshape(*info.shape[:-1], t.row_bytes(info.shape[-1]))
+        shape, start, size = info.shape[:-1], info.offset, info.nbytes
+        if index is not None:
+            size //= info.shape[0]
+            shape, start = shape[1:], start + index * size
+        out = np.empty(size, dtype=np.uint8)
+        self._read_into(out, start)
+        return out.reshape(*shape, t.row_bytes(info.shape[-1]))
+
+    def _read_into(self, out: U8, start: int) -> None:
+        if self._file is None:
+            raise ValueError(f"{self.path} is closed")
+        self._file.seek(start)
+        view, done = memoryview(out.data), 0
+        while done < len(out):
+            n = self._file.readinto(view[done:])
+            if not n:  # the file shrank since its header was checked
+                raise GGUFFormatError(
+                    f"{self.path} is truncated: the read at byte {start + done} found the end "
+                    "of the file"
+                )
+            done += n
+
+    def _unmap(self) -> None:
+        """Drop the header's mapping (it goes with the last view of it: none is handed out)."""
+        self._map = np.zeros(0, dtype=np.uint8)
 
     def close(self) -> None:
-        """Drop the mapping (views handed out keep it alive until they go)."""
-        mm = getattr(self._map, "_mmap", None)
-        self._map = np.zeros(0, dtype=np.uint8)
-        del mm
+        """Close the file."""
+        self._unmap()
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -290,19 +290,18 @@ class Int4Weight(QuantizedWeight):
 
     def __init__(self, data: QuantData, out_features: int, in_features: int) -> None:
         assert data.zero is not None
-        codes = unpack_int4(data.q).to(torch.int32)  # [N, Kp]
+        q, scale, zero = data.q, data.scale, data.zero
         n_pad = -out_features % 16
-        scale, zero = data.scale, data.zero
         if n_pad:
-            codes = F.pad(codes, (0, 0, 0, n_pad), value=8)
+            q = F.pad(q, (0, 0, 0, n_pad), value=0x88)  # code 8 in both nibbles
             scale, zero = F.pad(scale, (0, 0, 0, n_pad)), F.pad(zero, (0, 0, 0, n_pad))
-        self.packed = torch._convert_weight_to_int4pack_for_cpu(codes, 8)
+        self.packed = _int4pack(q)
         # [G, Np, 2]: the kernel's scale-and-zero table, in the activations' dtype
         self.scale_zero = torch.stack([scale, zero], dim=-1).transpose(0, 1).to(COMPUTE_DTYPE)
         self.scale_zero = self.scale_zero.contiguous()
         self.group_size = data.group_size
         self.out_features, self.in_features = out_features, in_features
-        self.k_pad = codes.shape[1] - in_features
+        self.k_pad = 2 * q.shape[1] - in_features
         self.n_padded = n_pad > 0
 
     def _mm(self, x: Tensor) -> Tensor:
@@ -311,6 +310,25 @@ class Int4Weight(QuantizedWeight):
             x = F.pad(x, (0, self.k_pad))
         out = torch._weight_int4pack_mm_for_cpu(x, self.packed, self.group_size, self.scale_zero)
         return out[:, : self.out_features] if self.n_padded else out
+
+
+def _int4pack(q: Tensor) -> Tensor:
+    """Nibbles [Np, Kp/2] -> the CPU kernel's tile layout, 64 rows at a time or more: the kernel
+    wants int32 codes (8 bytes a weight), which for a whole expert of a large model would be
+    hundreds of MB at once. Its tiles are 64 rows tall, so packing blocks of 64 rows gives the
+    same bytes as packing the whole matrix (checked in tests/local/test_quant.py)."""
+    n, half = q.shape
+    step = max(64, (_PACK_VALUES // (2 * half)) // 64 * 64)
+    if n <= step:
+        return torch._convert_weight_to_int4pack_for_cpu(unpack_int4(q).to(torch.int32), 8)
+    out = torch.empty(n, half, dtype=torch.uint8)
+    for s in range(0, n, step):
+        codes = unpack_int4(q[s : s + step]).to(torch.int32)
+        out[s : s + step] = torch._convert_weight_to_int4pack_for_cpu(codes, 8)
+    return out
+
+
+_PACK_VALUES = 1 << 21  # weights repacked at a time: 8 MB of int32 codes (much less is slower)
 
 
 class DequantWeight(QuantizedWeight):

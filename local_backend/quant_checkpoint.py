@@ -40,6 +40,7 @@ from local_backend.quant import (
     Kernel,
     QuantData,
     QuantizedLinear,
+    QuantizedWeight,
     QuantSpec,
     portable_shapes,
     quantize,
@@ -107,46 +108,55 @@ def _owned(tensor: Tensor) -> Tensor:
     return tensor.clone()
 
 
+Kernels = QuantizedWeight | list[QuantizedWeight]  # one matrix, or one per expert
+
+
 def build(
-    config: ModelConfig, items: Iterable[tuple[str, Tensor | QuantData]], kernel: Kernel = "auto"
+    config: ModelConfig,
+    items: Iterable[tuple[str, Tensor | QuantData | Kernels]],
+    kernel: Kernel = "auto",
 ) -> Transformer:
     """A :class:`Transformer` whose matrices are quantised kernels, built without ever
-    allocating its full-precision weights (meta device, then swap in or assign)."""
+    allocating its full-precision weights (meta device, then swap in or assign). A matrix
+    comes in its portable form (repacked here) or already in its kernel form (one weight, or a
+    list with one per expert, as the GGUF loader makes them)."""
     targets = matrices(config)
     with torch.device("meta"):
         model = Transformer(config)
     rest: dict[str, Tensor] = {}
     for name, value in items:
         if isinstance(value, QuantData):
-            _install(model, name, value, targets[name], kernel)
+            _place(model, name, _kernels(value, targets[name], kernel))
+        elif isinstance(value, (QuantizedWeight, list)):
+            _place(model, name, value)
         else:
             rest[name] = value
+        del value  # the portable form goes now, not after the next tensor is converted
     model.load_state_dict(rest, strict=True, assign=True)  # what is left: embedding, norms, router
     return model.eval()
 
 
-def _install(
-    model: Transformer,
-    name: str,
-    data: QuantData,
-    dims: tuple[tuple[int, ...], int, int],
-    kernel: Kernel,
-) -> None:
-    """Swap the quantised ``name`` in: an nn.Linear becomes a QuantizedLinear; an expert
-    stack parameter becomes a list with one kernel weight per expert."""
+def _kernels(data: QuantData, dims: tuple[tuple[int, ...], int, int], kernel: Kernel) -> Kernels:
+    """The kernel form of a matrix, or of each expert of a stack."""
     lead, n, k = dims
-    parent_name, _, attr = name.removesuffix(".weight").rpartition(".")
-    parent = model.get_submodule(parent_name)
     if not lead:
-        weight = to_kernel(data, out_features=n, in_features=k, kernel=kernel)
-        setattr(parent, attr, QuantizedLinear(weight))
-        return
-    delattr(parent, attr)  # the [E, N, K] parameter; expert() indexes the list the same way
-    experts = [
+        return to_kernel(data, out_features=n, in_features=k, kernel=kernel)
+    return [
         to_kernel(data.expert(e), out_features=n, in_features=k, kernel=kernel)
         for e in range(lead[0])
     ]
-    object.__setattr__(parent, attr, experts)
+
+
+def _place(model: Transformer, name: str, weights: Kernels) -> None:
+    """Swap the quantised ``name`` in: an nn.Linear becomes a QuantizedLinear; an expert
+    stack parameter becomes a list with one kernel weight per expert."""
+    parent_name, _, attr = name.removesuffix(".weight").rpartition(".")
+    parent = model.get_submodule(parent_name)
+    if isinstance(weights, QuantizedWeight):
+        setattr(parent, attr, QuantizedLinear(weights))
+        return
+    delattr(parent, attr)  # the [E, N, K] parameter; expert() indexes the list the same way
+    object.__setattr__(parent, attr, weights)
 
 
 def load_quantizing(

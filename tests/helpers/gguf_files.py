@@ -199,3 +199,109 @@ def ollama_store(root: Path, blob_source: Path, name: str, tag: str = "latest") 
     ]
     manifest.write_text(json.dumps({"schemaVersion": 2, "layers": layers}))
     return root
+
+
+# llama.cpp's mixes (llama-quantize's ftypes, simplified): the GGML type of each kind of
+# tensor; a kind absent here (norms, router) is F32. "Q4_K_M" gives v and ffn_down Q6_K on
+# every other layer (Q4_K on the rest) and Q6_K to the head, as llama-quantize does.
+MIXES: dict[str, dict[str, QT]] = {
+    "Q4_0": dict.fromkeys(
+        (
+            "token_embd",
+            "output",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        ),
+        QT.Q4_0,
+    ),
+    "Q8_0": dict.fromkeys(
+        (
+            "token_embd",
+            "output",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        ),
+        QT.Q8_0,
+    ),
+    "Q4_K_M": {
+        **dict.fromkeys(
+            (
+                "token_embd",
+                "attn_q",
+                "attn_k",
+                "attn_v",
+                "attn_output",
+                "ffn_gate",
+                "ffn_up",
+                "ffn_down",
+            ),
+            QT.Q4_K,
+        ),
+        "output": QT.Q6_K,
+        "attn_v.odd": QT.Q6_K,
+        "ffn_down.odd": QT.Q6_K,
+    },
+}
+
+
+def tensor_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """llama.cpp's tensor names and shapes (numpy order) for ``config``, merged experts."""
+    h, d, i, v = config.dim, config.head_dim, config.hidden_dim, config.vocab_size
+    out: dict[str, tuple[int, ...]] = {
+        "token_embd.weight": (v, h),
+        "output_norm.weight": (h,),
+        "output.weight": (v, h),
+    }
+    for n in range(config.n_layers):
+        b = f"blk.{n}."
+        out |= {
+            b + "attn_norm.weight": (h,),
+            b + "ffn_norm.weight": (h,),
+            b + "attn_q.weight": (config.n_heads * d, h),
+            b + "attn_k.weight": (config.n_kv_heads * d, h),
+            b + "attn_v.weight": (config.n_kv_heads * d, h),
+            b + "attn_output.weight": (h, config.n_heads * d),
+        }
+        if config.moe is None:
+            out |= {b + "ffn_gate.weight": (i, h), b + "ffn_up.weight": (i, h)}
+            out[b + "ffn_down.weight"] = (h, i)
+            continue
+        e = config.moe.num_experts
+        out |= {
+            b + "ffn_gate_inp.weight": (e, h),
+            b + "ffn_gate_exps.weight": (e, i, h),
+            b + "ffn_up_exps.weight": (e, i, h),
+            b + "ffn_down_exps.weight": (e, h, i),
+        }
+    return out
+
+
+def write_random_gguf(path: Path, config: ModelConfig, mix: str, seed: int = 0) -> Path:
+    """A whole model file of random well-formed blocks in llama.cpp's ``mix`` (see
+    :data:`MIXES`), fast to write at any size: no weights are quantised, only drawn."""
+    types = MIXES[mix]
+    rng = np.random.default_rng(seed)
+    plain: Arrays = {}
+    raw: dict[str, tuple[np.ndarray, QT]] = {}
+    for k, (name, shape) in enumerate(tensor_shapes(config).items()):
+        parts = name.split(".")
+        kind = (parts[2] if name.startswith("blk.") else parts[0]).removesuffix("_exps")
+        odd = name.startswith("blk.") and int(parts[1]) % 2 == 1
+        qt = types.get(f"{kind}.odd" if odd else kind, types.get(kind))
+        if qt is None or len(shape) == 1:
+            plain[name] = rng.standard_normal(shape, dtype=np.float32) * 0.02 + (
+                1.0 if len(shape) == 1 else 0.0
+            )
+        else:
+            raw[name] = (random_blocks(shape, qt, seed=seed + k), qt)
+    return write_gguf(path, config, plain, raw=raw)
