@@ -40,7 +40,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +81,36 @@ def decode_bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> int:
     return total * torch.finfo(dtype).bits // 8
 
 
+def sync(device: torch.device) -> None:
+    """Wait for ``device``'s queued kernels so a timer reads finished work (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def random_checkpoint(config: ModelConfig, directory: str | Path) -> None:
+    """Write a random ``config`` model (seed 0) to ``directory`` in float32, as every side loads."""
+    torch.manual_seed(0)
+    save_pretrained(Transformer(config), config, directory, dtype="float32")
+
+
+def interleaved(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Every run's figure per round, the runs taking turns so a busy machine slows all alike."""
+    samples: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for key, run in runs.items():
+            samples[key].append(run())
+    return samples
+
+
 class _Stamps:
     """A transformers streamer that only records when each new token arrives."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.times: list[float] = []
 
     def put(self, value: Any) -> None:
+        sync(self.device)
         self.times.append(time.perf_counter())
 
     def end(self) -> None:
@@ -102,48 +125,61 @@ def _step_time(times: list[float]) -> float:
 
 @dataclass
 class Sides:
-    """Ours and transformers' model on one checkpoint and dtype."""
+    """Ours and transformers' model on one checkpoint, dtype and device.
+
+    Every timed region starts and ends with :func:`sync`, so on CUDA a figure counts the
+    kernels it queued, not just their launch.
+    """
 
     ours: Any
     ref: Any
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @classmethod
-    def load(cls, path: Path, dtype: DType) -> Sides:
+    def load(cls, path: Path, dtype: DType, device: str | torch.device = "cpu") -> Sides:
+        where = torch.device(device)
         ref: Any = MixtralForCausalLM.from_pretrained(path, dtype=TORCH_DTYPES[dtype])
-        ref.eval()
+        ref.to(where).eval()
         ref.generation_config.eos_token_id = None
         ref.generation_config.pad_token_id = 0
-        return cls(local_backend.load(path, dtype=dtype), ref)
+        return cls(local_backend.load(path, dtype=dtype, device=where), ref, where)
 
     def ours_decode(self, prompt: list[int], n: int) -> float:
+        sync(self.device)
         times = [time.perf_counter()]
         for _ in self.ours.iter_tokens(prompt, n, stop_at_eos=False):
+            sync(self.device)
             times.append(time.perf_counter())
         return _step_time(times)
 
     def ref_decode(self, prompt: list[int], n: int) -> float:
-        stamps = _Stamps()
+        stamps = _Stamps(self.device)
+        ids = torch.tensor([prompt], device=self.device)
         with torch.inference_mode():
             self.ref.generate(
-                torch.tensor([prompt]),
-                max_new_tokens=n,
-                min_new_tokens=n,
-                do_sample=False,
-                streamer=stamps,
+                ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, streamer=stamps
             )
         return _step_time(stamps.times)
 
-    def ours_prefill(self, prompt: list[int]) -> float:
+    def ours_prefill(self, prompt: list[int], batch: int = 1) -> float:
+        """Seconds for one forward of ``batch`` copies of ``prompt``, last-position logits."""
+        ids = torch.tensor([prompt] * batch, device=self.device)
+        sync(self.device)
         start = time.perf_counter()
         with torch.inference_mode():
-            cache = self.ours.model.new_cache(1, capacity=len(prompt) + 1)
-            self.ours.model.forward_last(torch.tensor([prompt]), cache)
+            cache = self.ours.model.new_cache(batch, capacity=len(prompt) + 1)
+            self.ours.model.forward_last(ids, cache)
+        sync(self.device)
         return time.perf_counter() - start
 
-    def ref_prefill(self, prompt: list[int]) -> float:
+    def ref_prefill(self, prompt: list[int], batch: int = 1) -> float:
+        """Seconds for transformers' forward of the same batch, logits of the last position."""
+        ids = torch.tensor([prompt] * batch, device=self.device)
+        sync(self.device)
         start = time.perf_counter()
         with torch.inference_mode():
-            self.ref(input_ids=torch.tensor([prompt]), use_cache=True, logits_to_keep=1)
+            self.ref(input_ids=ids, use_cache=True, logits_to_keep=1)
+        sync(self.device)
         return time.perf_counter() - start
 
 
@@ -170,10 +206,7 @@ def measure(sides: Sides, args: argparse.Namespace) -> dict[str, float]:
         runs["ours_decode_threads_off"] = _env(
             matvec.PARALLEL_ENV_VAR, "off", lambda: sides.ours_decode(prompt, args.decode_tokens)
         )
-    samples: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(args.rounds):
-        for key, run in runs.items():
-            samples[key].append(run())
+    samples = interleaved(runs, args.rounds)
     return {k: min(v) for k, v in samples.items()}
 
 
@@ -238,9 +271,8 @@ def window_scaling(
 
 def run_config(name: str, args: argparse.Namespace, bandwidth: float) -> None:
     config = PRESETS[name]
-    torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        save_pretrained(Transformer(config), config, tmp, dtype="float32")
+        random_checkpoint(config, tmp)
         for dtype in args.dtypes:
             sides = Sides.load(Path(tmp), dtype)
             r = measure(sides, args)
