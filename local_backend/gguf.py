@@ -63,7 +63,15 @@ from local_backend.model import Transformer
 from local_backend.quant import SCALE_DTYPE, QuantData, QuantSpec, quantize, to_kernel
 from local_backend.tokenizer import Tokenizer
 
-__all__ = ["SUPPORTED_TYPES", "config_from_metadata", "load_gguf"]
+__all__ = [
+    "SUPPORTED_TYPES",
+    "Part",
+    "Plan",
+    "checked_plan",
+    "config_from_metadata",
+    "decode_part",
+    "load_gguf",
+]
 
 SUPPORTED_TYPES = tuple(t.name for t in BLOCK_TYPES.values())
 ARCHITECTURES = ("llama",)
@@ -236,6 +244,20 @@ def _check(f: GGUFFile, plan: Plan) -> None:
             f"{f.path}: tensor {extra[0]} is not part of a Mistral/Mixtral model ({len(extra)} "
             "unexpected tensors in all): the file holds something our model cannot run"
         )
+
+
+def checked_plan(f: GGUFFile, config: ModelConfig) -> Plan:
+    """The plan of ``f`` after every check a load makes, so whatever reads a file through it
+    (an export) accepts exactly the files that load."""
+    plan = _plan(f, config)
+    _check(f, plan)
+    return plan
+
+
+def decode_part(f: GGUFFile, parts: list[Part], dtype: torch.dtype = torch.float32) -> Tensor:
+    """The rows of ``parts`` (one tensor of the plan: one expert, or a dense matrix) decoded
+    into one [N, K] tensor of ``dtype``, q/k rows in the HF order."""
+    return _floats([_rows(f, p) for p in parts], dtype)
 
 
 # -- converting one tensor ------------------------------------------------------------------

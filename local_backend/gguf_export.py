@@ -287,9 +287,9 @@ class _Source:
 @contextmanager
 def _open_source(source: str | Path | None) -> Iterator[_Source]:
     # runtime's resolver: a .gguf path, a file with GGUF's magic, or an ollama: reference
-    from local_backend.runtime import BUNDLED_WEIGHTS, _gguf_path
+    from local_backend.runtime import BUNDLED_WEIGHTS, gguf_path
 
-    gguf_file = _gguf_path(source)
+    gguf_file = gguf_path(source)
     if gguf_file is not None:
         with _gguf_source(gguf_file) as src:
             yield src
@@ -341,8 +341,7 @@ def _gguf_source(path: Path) -> Iterator[_Source]:
             raise CheckpointError(f"{f.path}: tensor token_embd.weight is missing or not 2-D")
         config = gg.config_from_metadata(f.metadata, embd.shape[0], str(path))
         config = replace(config, tie_embeddings="output.weight" not in f.tensors)
-        plan = gg._plan(f, config)
-        gg._check(f, plan)
+        plan = gg.checked_plan(f, config)
         tokenizer = {k: v for k, v in f.metadata.items() if k.startswith("tokenizer.")}
         if tokenizer.get("tokenizer.ggml.model") is None:
             raise TokenizerError(f"{path} has no tokenizer in its metadata (tokenizer.ggml.model)")
@@ -355,7 +354,7 @@ def _gguf_source(path: Path) -> Iterator[_Source]:
             for fused, experts in plan.items():
                 if fused == "output.weight" and config.tie_embeddings:
                     continue  # the embedding again
-                mats = [gg._floats([gg._rows(f, p) for p in ps], torch.float32) for ps in experts]
+                mats = [gg.decode_part(f, ps) for ps in experts]
                 if fused not in matrices:
                     yield fused, mats[0].reshape(experts[0][0].shape)
                 else:

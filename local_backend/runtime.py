@@ -274,7 +274,7 @@ def load(
     >>> model = load("Mistral-7B-Instruct-v0.2", quantize="int4")   # doctest: +SKIP
     >>> model = load("ollama:mistral")                              # doctest: +SKIP
     """
-    gguf_file = _gguf_path(path)
+    gguf_file = gguf_path(path)
     if gguf_file is not None:
         from local_backend.gguf import load_gguf  # numpy block decoding, only for GGUF files
 
@@ -303,7 +303,7 @@ def load(
     return LocalModel(model, _tokenizer_for(root, model.config.vocab_size), path=root)
 
 
-def _gguf_path(path: str | Path | None) -> Path | None:
+def gguf_path(path: str | Path | None) -> Path | None:
     """The GGUF file ``path`` names (an ``ollama:`` reference resolved), or None."""
     from local_backend import ollama
 
