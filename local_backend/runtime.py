@@ -33,7 +33,7 @@ from local_backend.model import MoeFeedForward, Transformer, select_experts
 from local_backend.quant import QuantSpec
 from local_backend.tokenizer import Tokenizer, find_tokenizer
 
-__all__ = ["BUNDLED_WEIGHTS", "LocalModel", "RoutingTrace", "load"]
+__all__ = ["BUNDLED_WEIGHTS", "LocalModel", "RoutingTrace", "gguf_path", "load"]
 
 logger = logging.getLogger(__name__)
 
