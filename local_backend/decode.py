@@ -19,6 +19,9 @@ thread's OpenMP count (0.2 us), and the step restores the caller's count when it
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -56,42 +59,28 @@ class _Threads:
     def __init__(self, n: int, min_bytes: int) -> None:
         self.n, self.min_bytes = n, min_bytes
 
-    def mv(self, weight: Weight, x: Tensor) -> Tensor:
-        if self.n == 1 or _work(weight) < self.min_bytes:
-            return mv(weight, x)
+    def _call(self, work: int, fn: Callable[..., Tensor], *args: Any, **kwargs: Any) -> Tensor:
+        """``fn(*args, **kwargs)``, on all threads when it reads at least ``min_bytes``."""
+        if self.n == 1 or work < self.min_bytes:
+            return fn(*args, **kwargs)
         torch.set_num_threads(self.n)
         try:
-            return mv(weight, x)
+            return fn(*args, **kwargs)
         finally:
             torch.set_num_threads(1)
 
+    def mv(self, weight: Weight, x: Tensor) -> Tensor:
+        return self._call(_work(weight), mv, weight, x)
+
     def addmv(self, residual: Tensor, weight: Weight, x: Tensor, alpha: float = 1.0) -> Tensor:
-        if self.n == 1 or _work(weight) < self.min_bytes:
-            return addmv(residual, weight, x, alpha)
-        torch.set_num_threads(self.n)
-        try:
-            return addmv(residual, weight, x, alpha)
-        finally:
-            torch.set_num_threads(1)
+        return self._call(_work(weight), addmv, residual, weight, x, alpha)
 
     def expert(self, ff: MoeFeedForward, e: int, h: Tensor, x: Tensor, alpha: float) -> Tensor:
         """``x + alpha * expert_e(h)``, threaded as a whole when its gate/up weight is large."""
-        if self.n == 1 or _work(ff.w13[e]) < self.min_bytes:
-            return ff.expert(e, h, residual=x, alpha=alpha)
-        torch.set_num_threads(self.n)
-        try:
-            return ff.expert(e, h, residual=x, alpha=alpha)
-        finally:
-            torch.set_num_threads(1)
+        return self._call(_work(ff.w13[e]), ff.expert, e, h, residual=x, alpha=alpha)
 
     def attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        if self.n == 1 or 2 * _work(k) < self.min_bytes:
-            return F.scaled_dot_product_attention(q, k, v)
-        torch.set_num_threads(self.n)
-        try:
-            return F.scaled_dot_product_attention(q, k, v)
-        finally:
-            torch.set_num_threads(1)
+        return self._call(2 * _work(k), F.scaled_dot_product_attention, q, k, v)
 
 
 def rms_norm(x: Tensor, norm: RMSNorm) -> Tensor:

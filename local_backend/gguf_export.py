@@ -30,6 +30,7 @@ import sentencepiece as spm
 import torch
 from torch import Tensor
 
+from local_backend import protowire
 from local_backend import quant_checkpoint as qc
 from local_backend.checkpoint import iter_state, permute_to_original, read_checkpoint
 from local_backend.config import ModelConfig
@@ -223,9 +224,9 @@ def _spm_spec(proto: bytes) -> _SpmSpec:
     from the protobuf wire format (no protobuf package needed): ``trainer_spec`` (field 2)
     ``model_type`` (3: 1 unigram, 2 BPE), ``normalizer_spec`` (field 3)
     ``precompiled_charsmap`` (2), ``add_dummy_prefix`` (3), ``remove_extra_whitespaces`` (4)."""
-    top = dict(_wire_fields(proto, {2, 3}))
-    trainer = dict(_wire_fields(top.get(2, b""), {3}))
-    norm = dict(_wire_fields(top.get(3, b""), {2, 3, 4}))
+    top = _wanted(proto, {2, 3})
+    trainer = _wanted(top.get(2, b""), {3})
+    norm = _wanted(top.get(3, b""), {2, 3, 4})
     return _SpmSpec(
         unigram=trainer.get(3, 1) == 1,  # protobuf default: UNIGRAM
         add_dummy_prefix=bool(norm.get(3, 1)),
@@ -234,33 +235,10 @@ def _spm_spec(proto: bytes) -> _SpmSpec:
     )
 
 
-def _wire_fields(buf: bytes, wanted: set[int]) -> Iterator[tuple[int, Any]]:
-    """(field number, value) of the ``wanted`` top-level fields of a protobuf message."""
-
-    def varint(at: int) -> tuple[int, int]:
-        value = shift = 0
-        while True:
-            byte = buf[at]
-            value |= (byte & 0x7F) << shift
-            at, shift = at + 1, shift + 7
-            if byte < 0x80:
-                return value, at
-
-    at = 0
-    while at < len(buf):
-        key, at = varint(at)
-        field, wire = key >> 3, key & 7
-        value: Any
-        if wire == 0:
-            value, at = varint(at)
-        elif wire == 2:
-            size, at = varint(at)
-            value, at = buf[at : at + size], at + size
-        else:  # 1: 64-bit, 5: 32-bit
-            size = 8 if wire == 1 else 4
-            value, at = buf[at : at + size], at + size
-        if field in wanted:
-            yield field, value
+def _wanted(message: Any, numbers: set[int]) -> dict[int, Any]:
+    """The ``numbers`` fields of a protobuf message (the last of each, as protobuf reads)."""
+    assert isinstance(message, bytes)
+    return {n: value for n, _, value, _ in protowire.fields(message) if n in numbers}
 
 
 def _piece_type(sp: spm.SentencePieceProcessor, t: int) -> int:

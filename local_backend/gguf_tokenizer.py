@@ -14,13 +14,13 @@ normalisation table where the file has them.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from typing import Any
 
 import sentencepiece as spm
 
 from local_backend.errors import TokenizerError
+from local_backend.protowire import bytes_field, float_field, int_field
 from local_backend.tokenizer import Tokenizer
 
 __all__ = ["model_proto", "tokenizer_from_metadata"]
@@ -29,31 +29,6 @@ _UNIGRAM, _BPE = 1, 2
 _MODEL_TYPES = {"llama": _BPE, "t5": _UNIGRAM}  # tokenizer.ggml.model -> SentencePiece's type
 _NORMAL, _BYTE = 1, 6
 _TYPES = range(1, 7)
-
-
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1  # negative int32 fields are ten-byte varints
-    out = bytearray()
-    while True:
-        low = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-def _int(field: int, value: int) -> bytes:
-    return _varint(field << 3) + _varint(value)
-
-
-def _bytes(field: int, value: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(value)) + value
-
-
-def _float(field: int, value: float) -> bytes:
-    return _varint(field << 3 | 5) + struct.pack("<f", value)
 
 
 def model_proto(
@@ -73,27 +48,27 @@ def model_proto(
     holding these pieces."""
     out = bytearray()
     for piece, score, kind in zip(pieces, scores, types, strict=True):
-        body = _bytes(1, piece.encode("utf-8")) + _float(2, float(score))
+        body = bytes_field(1, piece.encode("utf-8")) + float_field(2, float(score))
         if kind != _NORMAL:
-            body += _int(3, kind)
-        out += _bytes(1, body)
+            body += int_field(3, kind)
+        out += bytes_field(1, body)
     trainer = (
-        _int(3, model_type)
-        + _int(4, len(pieces))
-        + _int(35, int(_BYTE in types))  # byte_fallback
-        + _int(40, unk_id)
-        + _int(41, bos_id)
-        + _int(42, eos_id)
-        + _int(43, -1)  # pad_id: none (encoding never pads)
-        + _bytes(44, " \u2047 ".encode())  # unk_surface, as Mistral's
+        int_field(3, model_type)
+        + int_field(4, len(pieces))
+        + int_field(35, int(_BYTE in types))  # byte_fallback
+        + int_field(40, unk_id)
+        + int_field(41, bos_id)
+        + int_field(42, eos_id)
+        + int_field(43, -1)  # pad_id: none (encoding never pads)
+        + bytes_field(44, " \u2047 ".encode())  # unk_surface, as Mistral's
     )
     normalizer = (
-        (_bytes(2, charsmap) if charsmap else _bytes(1, b"identity"))
-        + _int(3, int(add_dummy_prefix))
-        + _int(4, int(remove_extra_whitespaces))
-        + _int(5, 1)  # escape_whitespaces
+        (bytes_field(2, charsmap) if charsmap else bytes_field(1, b"identity"))
+        + int_field(3, int(add_dummy_prefix))
+        + int_field(4, int(remove_extra_whitespaces))
+        + int_field(5, 1)  # escape_whitespaces
     )
-    out += _bytes(2, trainer) + _bytes(3, normalizer)
+    out += bytes_field(2, trainer) + bytes_field(3, normalizer)
     return bytes(out)
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import sentencepiece as spm
 
 from bedrock_mistral.prompt import format_prompt
+from local_backend.protowire import fields
 from training.data import MIX, TEMPLATE_TEXTS, TaskGenerator
 from training.data_lists import CAPITALS
 
@@ -109,42 +110,9 @@ def keep_piece(piece: str) -> bool:
     return True
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, pos
-
-
-def _fields(buf: bytes) -> Iterator[tuple[int, int, bytes | int, bytes]]:
-    """Top-level protobuf fields as (number, wire type, payload or varint, the field's bytes)."""
-    pos = 0
-    while pos < len(buf):
-        start = pos
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        payload: bytes | int
-        if wire == 0:
-            payload, pos = _varint(buf, pos)
-        elif wire == 1:
-            payload, pos = buf[pos : pos + 8], pos + 8
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            payload, pos = buf[pos : pos + length], pos + length
-        elif wire == 5:
-            payload, pos = buf[pos : pos + 4], pos + 4
-        else:  # pragma: no cover - groups never occur in a SentencePiece model
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        yield number, wire, payload, buf[start:pos]
-
-
 def _piece_text_and_type(payload: bytes) -> tuple[str, int]:
     text, kind = "", _NORMAL_TYPE
-    for number, _, value, _ in _fields(payload):
+    for number, _, value, _ in fields(payload):
         if number == 1 and isinstance(value, bytes):
             text = value.decode("utf-8")
         elif number == 3 and isinstance(value, int):
@@ -160,7 +128,7 @@ def filter_pieces(model: bytes) -> tuple[bytes, list[str]]:
     """
     out = io.BytesIO()
     dropped: list[str] = []
-    for number, _, payload, raw in _fields(model):
+    for number, _, payload, raw in fields(model):
         if number == _PIECE_FIELD and isinstance(payload, bytes):
             text, kind = _piece_text_and_type(payload)
             if kind == _NORMAL_TYPE and len(text) > 1:

@@ -28,7 +28,15 @@ from typing import Any
 
 import httpx
 
-from tests.helpers.openai_server import Receive, RecordedRequest, Scope, Send, serve_asgi
+from tests.helpers.openai_server import (
+    Receive,
+    RecordedRequest,
+    Scope,
+    Send,
+    read_body,
+    recorded,
+    serve_asgi,
+)
 
 __all__ = ["FaultProxy", "start_fault_proxy"]
 
@@ -87,16 +95,10 @@ class FaultProxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        body = json.loads(raw) if raw else None
-        path = scope["path"]
-        self.requests.append(RecordedRequest(scope["method"], path, headers, body))
+        raw = await read_body(receive)
+        request = recorded(scope, raw)
+        path, headers = request.path, request.headers
+        self.requests.append(request)
         fault = self._next_fault(path)
         try:
             if "status" in fault:

@@ -4,6 +4,7 @@ converter lays them out: its tensor names, its q/k row permutation, merged exper
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -204,49 +205,21 @@ def ollama_store(root: Path, blob_source: Path, name: str, tag: str = "latest") 
 # llama.cpp's mixes (llama-quantize's ftypes, simplified): the GGML type of each kind of
 # tensor; a kind absent here (norms, router) is F32. "Q4_K_M" gives v and ffn_down Q6_K on
 # every other layer (Q4_K on the rest) and Q6_K to the head, as llama-quantize does.
+_MATRICES = (
+    "token_embd",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+)
 MIXES: dict[str, dict[str, QT]] = {
-    "Q4_0": dict.fromkeys(
-        (
-            "token_embd",
-            "output",
-            "attn_q",
-            "attn_k",
-            "attn_v",
-            "attn_output",
-            "ffn_gate",
-            "ffn_up",
-            "ffn_down",
-        ),
-        QT.Q4_0,
-    ),
-    "Q8_0": dict.fromkeys(
-        (
-            "token_embd",
-            "output",
-            "attn_q",
-            "attn_k",
-            "attn_v",
-            "attn_output",
-            "ffn_gate",
-            "ffn_up",
-            "ffn_down",
-        ),
-        QT.Q8_0,
-    ),
+    "Q4_0": dict.fromkeys((*_MATRICES, "output"), QT.Q4_0),
+    "Q8_0": dict.fromkeys((*_MATRICES, "output"), QT.Q8_0),
     "Q4_K_M": {
-        **dict.fromkeys(
-            (
-                "token_embd",
-                "attn_q",
-                "attn_k",
-                "attn_v",
-                "attn_output",
-                "ffn_gate",
-                "ffn_up",
-                "ffn_down",
-            ),
-            QT.Q4_K,
-        ),
+        **dict.fromkeys(_MATRICES, QT.Q4_K),
         "output": QT.Q6_K,
         "attn_v.odd": QT.Q6_K,
         "ffn_down.odd": QT.Q6_K,
@@ -255,35 +228,12 @@ MIXES: dict[str, dict[str, QT]] = {
 
 
 def tensor_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """llama.cpp's tensor names and shapes (numpy order) for ``config``, merged experts."""
-    h, d, i, v = config.dim, config.head_dim, config.hidden_dim, config.vocab_size
-    out: dict[str, tuple[int, ...]] = {
-        "token_embd.weight": (v, h),
-        "output_norm.weight": (h,),
-        "output.weight": (v, h),
-    }
-    for n in range(config.n_layers):
-        b = f"blk.{n}."
-        out |= {
-            b + "attn_norm.weight": (h,),
-            b + "ffn_norm.weight": (h,),
-            b + "attn_q.weight": (config.n_heads * d, h),
-            b + "attn_k.weight": (config.n_kv_heads * d, h),
-            b + "attn_v.weight": (config.n_kv_heads * d, h),
-            b + "attn_output.weight": (h, config.n_heads * d),
-        }
-        if config.moe is None:
-            out |= {b + "ffn_gate.weight": (i, h), b + "ffn_up.weight": (i, h)}
-            out[b + "ffn_down.weight"] = (h, i)
-            continue
-        e = config.moe.num_experts
-        out |= {
-            b + "ffn_gate_inp.weight": (e, h),
-            b + "ffn_gate_exps.weight": (e, i, h),
-            b + "ffn_up_exps.weight": (e, i, h),
-            b + "ffn_down_exps.weight": (e, h, i),
-        }
-    return out
+    """llama.cpp's tensor names and shapes (numpy order) for ``config``, merged experts, with
+    an output head of its own (the export's table)."""
+    from local_backend.gguf_export import llama_tensor_specs
+
+    untied = replace(config, tie_embeddings=False)
+    return {spec.name: spec.shape for spec in llama_tensor_specs(untied, "f32")}
 
 
 def write_random_gguf(path: Path, config: ModelConfig, mix: str, seed: int = 0) -> Path:

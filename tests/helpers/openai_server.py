@@ -109,15 +109,9 @@ class OpenAIServer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        body = json.loads(raw) if raw else None
-        self.requests.append(RecordedRequest(scope["method"], scope["path"], headers, body))
+        request = recorded(scope, await read_body(receive))
+        headers, body = request.headers, request.body
+        self.requests.append(request)
         try:
             await self._route(scope["method"], scope["path"], headers, body, send)
         except _Cut:
@@ -269,6 +263,24 @@ class OpenAIServer:
             await event({"id": "cmpl-1", "object": "chunk", "choices": [], "usage": usage})
         await event("[DONE]")
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def read_body(receive: Receive) -> bytes:
+    """An ASGI request's whole body."""
+    raw = b""
+    while True:
+        message = await receive()
+        raw += message.get("body", b"")
+        if not message.get("more_body"):
+            return raw
+
+
+def recorded(scope: Scope, raw: bytes) -> RecordedRequest:
+    """The request as tests see it: method, path, lower-cased headers, the JSON body."""
+    headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+    return RecordedRequest(
+        scope["method"], scope["path"], headers, json.loads(raw) if raw else None
+    )
 
 
 async def _json(
