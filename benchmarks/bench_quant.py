@@ -23,12 +23,13 @@ Absolute figures move with the machine's load (read the ratios); the CPU model i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from bench_model import Sides, _step_time
 
 import local_backend
+from local_backend import native
 from local_backend.checkpoint import save_pretrained
 from local_backend.config import PRESETS, ModelConfig
 from local_backend.model import Transformer
@@ -142,10 +144,16 @@ def decode_rates(config: ModelConfig, args: argparse.Namespace) -> dict[str, flo
         models["ours bf16"] = ref.ours
         for scheme, group in (("int8", None), ("int4", 32), ("int4", 64)):
             for dtype in ("float32", "bfloat16"):
-                label = scheme if group is None else f"{scheme} g{group}"
-                name = f"ours {label} ({'fp32' if dtype == 'float32' else 'bf16'} residual)"
-                if _wanted(args, name):
-                    models[name] = local_backend.load(tmp, dtype, quantize=scheme, group_size=group)
+                for kernel in ("native", "torch"):
+                    label = scheme if group is None else f"{scheme} g{group}"
+                    residual = "fp32" if dtype == "float32" else "bf16"
+                    name = f"ours {label} ({residual} residual)"
+                    name += "" if kernel == "native" else " [PyTorch kernels]"
+                    if _wanted(args, name):
+                        with kernels(kernel):
+                            models[name] = local_backend.load(
+                                tmp, dtype, quantize=scheme, group_size=group
+                            )
     runs.update({name: partial(_ours, m, prompt, args.decode_tokens) for name, m in models.items()})
     runs["transformers bf16"] = lambda: ref.ref_decode(prompt, args.decode_tokens)
     for run in runs.values():
@@ -156,6 +164,24 @@ def decode_rates(config: ModelConfig, args: argparse.Namespace) -> dict[str, flo
             time.sleep(0.5)  # llama.cpp's workers poll for a while after a call returns
             best[name] = min(best[name], run())
     return {name: 1 / seconds for name, seconds in best.items()}
+
+
+@contextlib.contextmanager
+def kernels(kernel: str) -> Iterator[None]:
+    """Loads inside use our native kernel ("native") or PyTorch's ("torch"), untimed."""
+    before = os.environ.get(native.ENV_VAR)
+    os.environ[native.ENV_VAR] = "on" if kernel == "native" else "off"
+    native.library.cache_clear()
+    native.wins.cache_clear()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(native.ENV_VAR)
+        else:
+            os.environ[native.ENV_VAR] = before
+        native.library.cache_clear()
+        native.wins.cache_clear()
 
 
 def _wanted(args: argparse.Namespace, name: str) -> bool:
@@ -261,6 +287,9 @@ def main() -> None:
                 ("ours bf16", "llama.cpp F16"),
                 ("ours int8 (bf16 residual)", "llama.cpp Q8_0"),
                 ("ours int4 g64 (bf16 residual)", "llama.cpp Q4_0"),
+                ("ours int4 g32 (bf16 residual)", "llama.cpp Q4_0"),
+                ("ours int8 (bf16 residual) [PyTorch kernels]", "llama.cpp Q8_0"),
+                ("ours int4 g64 (bf16 residual) [PyTorch kernels]", "llama.cpp Q4_0"),
             ]
             for ours, theirs in pairs:
                 if ours in rates and theirs in rates:

@@ -82,7 +82,7 @@ GROUP_SIZES = (32, 64, 128)
 DEFAULT_GROUP_SIZE = 64
 COMPUTE_DTYPE = torch.bfloat16  # activations of the quantised products (measured, see above)
 SCALE_DTYPE = torch.bfloat16  # scales and zeros are rounded to this before the codes are chosen
-Kernel = Literal["auto", "dequant"]
+Kernel = Literal["auto", "native", "torch", "dequant"]
 
 
 @dataclass(frozen=True)
@@ -236,6 +236,8 @@ class QuantizedWeight:
 
     out_features: int
     in_features: int
+    scheme: Scheme
+    kernel: str  # which kernel runs the products: "native", "torch", "dequant" (logs, tests)
 
     @property
     def nbytes(self) -> int:
@@ -272,6 +274,8 @@ def _aligned(t: Tensor) -> Tensor:
 class Int8Weight(QuantizedWeight):
     """``_weight_int8pack_mm``: int8 [N, K] with per-row scales, bf16 activations."""
 
+    scheme, kernel = "int8", "torch"
+
     def __init__(self, data: QuantData) -> None:
         self.q = _aligned(data.q)
         self.scale = _aligned(data.scale.to(COMPUTE_DTYPE))
@@ -287,6 +291,8 @@ class Int4Weight(QuantizedWeight):
     The kernel wants N a multiple of 16 and K a multiple of the group: other shapes get zero
     rows (sliced off the result) and zero columns (x is padded per call); real models have none.
     """
+
+    scheme, kernel = "int4", "torch"
 
     def __init__(self, data: QuantData, out_features: int, in_features: int) -> None:
         assert data.zero is not None
@@ -334,8 +340,11 @@ _PACK_VALUES = 1 << 21  # weights repacked at a time: 8 MB of int32 codes (much 
 class DequantWeight(QuantizedWeight):
     """Fallback without a kernel: dequantise on every call, then a plain product."""
 
+    kernel = "dequant"
+
     def __init__(self, data: QuantData, out_features: int, in_features: int) -> None:
         self.data = data
+        self.scheme = data.scheme
         self.out_features, self.in_features = out_features, in_features
 
     @property
@@ -349,8 +358,16 @@ class DequantWeight(QuantizedWeight):
 def to_kernel(
     data: QuantData, *, out_features: int, in_features: int, kernel: Kernel = "auto"
 ) -> QuantizedWeight:
-    """The fastest form this PyTorch build and device offer for ``data`` [N, K]."""
-    if kernel == "auto" and data.q.device.type == "cpu":
+    """The fastest form this machine offers for ``data`` [N, K]: on the CPU our own kernel
+    (:mod:`local_backend.native`) where it builds and measures faster, else PyTorch's; the
+    dequantising fallback where neither applies. ``kernel`` forces one (tests, benchmarks)."""
+    if data.q.device.type == "cpu" and kernel in ("auto", "native"):
+        from local_backend import native
+
+        form = native.native_form(data, out_features, in_features, forced=kernel == "native")
+        if form is not None:
+            return form
+    if data.q.device.type == "cpu" and kernel in ("auto", "torch"):
         try:
             if data.scheme == "int8" and hasattr(torch, "_weight_int8pack_mm"):
                 return Int8Weight(data)

@@ -98,12 +98,13 @@ def test_kernels_compute_the_dequantised_product(spec: QuantSpec, shape: tuple[i
     for e in range(shape[0] if len(shape) == 3 else 1):
         one = data.expert(e) if len(shape) == 3 else data
         expected = x @ (matrix[e] if len(shape) == 3 else matrix).T
-        for kernel in ("auto", "dequant"):
+        for kernel in ("native", "torch", "dequant"):
             weight = to_kernel(one, out_features=n, in_features=k, kernel=kernel)
-            assert isinstance(weight, DequantWeight) == (kernel == "dequant")
+            assert weight.kernel == kernel and weight.scheme == spec.scheme
             got = weight.linear(x)
             assert got.dtype == torch.float32 and got.shape == (3, n)
-            # the kernels take bf16 activations: error of bf16 rounding of x, not of the weights
+            # the kernels round the activations (bf16, or int8 per block of 32 for ours): the
+            # error is that rounding's, not the weights'
             torch.testing.assert_close(got, expected, atol=0.01 * expected.abs().max(), rtol=0)
             torch.testing.assert_close(weight.mv(x[0]), got[0], atol=1e-6, rtol=1e-2)
             in_bf16 = weight.linear(x.bfloat16().view(1, 3, k))  # a bf16 model's [B, S, K]
@@ -116,20 +117,19 @@ def test_kernels_compute_the_dequantised_product(spec: QuantSpec, shape: tuple[i
             )
 
 
-def test_auto_picks_the_pytorch_kernels_on_cpu() -> None:
+def test_torch_kernel_forms_are_pytorchs_packed_kernels() -> None:
     w = torch.randn(32, 64)
-    assert isinstance(
-        to_kernel(quantize(w, SPECS["int8"]), out_features=32, in_features=64), Int8Weight
-    )
-    int4 = to_kernel(quantize(w, SPECS["int4-32"]), out_features=32, in_features=64)
-    assert isinstance(int4, Int4Weight)
+    int8 = to_kernel(quantize(w, SPECS["int8"]), out_features=32, in_features=64, kernel="torch")
+    assert isinstance(int8, Int8Weight)
+    int4 = quantize(w, SPECS["int4-32"])
+    assert isinstance(to_kernel(int4, out_features=32, in_features=64, kernel="torch"), Int4Weight)
 
 
 @pytest.mark.parametrize("spec", SPECS.values(), ids=list(SPECS))
 def test_nbytes_counts_what_a_product_reads(spec: QuantSpec) -> None:
     data = quantize(torch.randn(64, 256), spec)
     stored = sum(t.numel() * t.element_size() for t in data.tensors().values())
-    for kernel in ("auto", "dequant"):
+    for kernel in ("native", "torch", "dequant"):
         weight = to_kernel(data, out_features=64, in_features=256, kernel=kernel)
         # codes (1 byte or half a byte per weight) plus scales and zeros, in any layout
         assert 64 * 256 * (1 if spec.scheme == "int8" else 0.5) < weight.nbytes <= 2 * stored

@@ -1,0 +1,318 @@
+"""Our own int8/int4 matrix-vector kernel (``native/qmv.c``), compiled on the running machine.
+
+PyTorch's weight-only kernels widen each weight to bf16 and multiply in floating point; at
+batch 1 that reads weights at well under the memory's speed. ``qmv.c`` quantises the
+activations to int8 in blocks of 32 and runs integer dot products of bytes (AVX-512 VNNI), as
+llama.cpp does for its Q8_0/Q4_0 files. It is C with no PyTorch headers, built with the
+system's C compiler (``-O3 -march=native -fopenmp``: the machine that runs it is the one that
+builds it) in about a second, cached by source, compiler and CPU, and called through ctypes
+(which releases the GIL).
+
+Where it runs: :func:`library` returns None (and the PyTorch kernels are used) when there is
+no compiler, the build fails, or ``BEDROCK_MISTRAL_LOCAL_NATIVE=off``. Where it does build,
+:func:`wins` times it against the PyTorch kernel on one matrix of each scheme, once per
+process, and it is used only where it is faster (``=on`` skips the timing). On a CPU without
+AVX-512 VNNI the library is plain C, which the timing will usually reject.
+
+Numerics: the activations are rounded to int8 per block of 32 (relative error about 0.4% of
+the block's largest value, like bf16's 0.4% per value that the PyTorch kernels round to).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from local_backend.errors import LocalBackendError
+from local_backend.quant import QuantData, QuantizedWeight
+
+__all__ = [
+    "ENV_VAR",
+    "NativeInt4Weight",
+    "NativeInt8Weight",
+    "library",
+    "native_form",
+    "wins",
+]
+
+logger = logging.getLogger(__name__)
+
+ENV_VAR = "BEDROCK_MISTRAL_LOCAL_NATIVE"
+CACHE_ENV_VAR = "BEDROCK_MISTRAL_NATIVE_CACHE"
+SOURCE = Path(__file__).with_name("native") / "qmv.c"
+Mode = Literal["auto", "on", "off"]
+
+_i64, _int, _ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
+
+
+def mode() -> Mode:
+    """``BEDROCK_MISTRAL_LOCAL_NATIVE``: auto (build, time, use where faster), on, off."""
+    value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if value not in ("auto", "on", "off"):
+        raise LocalBackendError(f"{ENV_VAR}={value!r}: use auto, on or off")
+    return value  # type: ignore[return-value]
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel library, built on first use; None where it cannot be built."""
+    if mode() == "off":
+        return None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        logger.info("no C compiler found: int8/int4 products use PyTorch's kernels")
+        return None
+    try:
+        path = _build(compiler)
+        lib = ctypes.CDLL(str(path))
+    except (OSError, subprocess.SubprocessError) as err:
+        logger.info("native int8/int4 kernel unavailable (%s): using PyTorch's kernels", err)
+        return None
+    lib.qmv_int8.argtypes = [_ptr, _ptr, _i64, _i64, _i64, _ptr, _int, _i64, _ptr]
+    lib.qmv_int8.restype = _int
+    lib.qmv_int4.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _i64, _int, _ptr, _int, _i64, _ptr]
+    lib.qmv_int4.restype = _int
+    lib.qmv_simd.restype = _int
+    logger.info("native int8/int4 kernel built (AVX-512 VNNI: %s)", bool(lib.qmv_simd()))
+    return lib
+
+
+def _build(compiler: str) -> Path:
+    """Compile ``qmv.c`` into the cache (atomically: a reader never sees half a library)."""
+    source = SOURCE.read_bytes()
+    version = subprocess.run(
+        [compiler, "--version"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    key = hashlib.sha256(source + version.encode() + _cpu_flags().encode()).hexdigest()[:16]
+    target = _cache_dir() / f"qmv-{key}.so"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        cmd = [compiler, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
+        done = subprocess.run(
+            [*cmd, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True, timeout=120
+        )
+        if done.returncode != 0:
+            raise subprocess.SubprocessError(done.stderr.strip().splitlines()[-1:] or "failed")
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return target
+
+
+def _cache_dir() -> Path:
+    if env := os.environ.get(CACHE_ENV_VAR):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "bedrock-mistral" / "native"
+
+
+def _cpu_flags() -> str:
+    """What -march=native sees, so a cache shared between machines never mixes builds."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return sys.platform
+
+
+# -- kernel forms -----------------------------------------------------------------------------
+
+
+def _padded(t: Tensor, rows: int, cols: int, value: int = 0) -> Tensor:
+    """``t`` [N, C] padded to [rows, cols] with ``value``."""
+    pad_rows, pad_cols = rows - t.shape[0], cols - t.shape[1]
+    return F.pad(t, (0, pad_cols, 0, pad_rows), value=value) if pad_rows or pad_cols else t
+
+
+def _tiles(t: Tensor, word_bytes: int) -> Tensor:
+    """Bytes [Np, Kp'] -> [Np/16, blocks, words, 16, 4]: per tile of 16 rows and block of
+    ``word_bytes`` bytes, 32-bit word j of every row side by side (the kernel's layout)."""
+    rows, cols = t.shape
+    words = word_bytes // 4
+    tiled = t.reshape(rows // TILE, TILE, cols // word_bytes, words, 4)
+    return tiled.permute(0, 2, 3, 1, 4).contiguous()
+
+
+def _row_tiles(t: Tensor) -> Tensor:
+    """[Np, G] -> [Np/16, G, 16]: a tile's 16 rows' values of one group side by side."""
+    rows, groups = t.shape
+    return t.reshape(rows // TILE, TILE, groups).transpose(1, 2).contiguous()
+
+
+TILE = 16  # rows per tile (qmv.c's TILE)
+
+
+class _NativeWeight(QuantizedWeight):
+    """What both native forms share: one C call per product, with the weight's own arguments
+    bound once (a decode step makes dozens of these calls per token, so the Python around
+    each is kept to a few attribute reads)."""
+
+    kernel = "native"
+    _fn: Callable[..., int]
+    _before: tuple[int, ...]  # the C function's arguments that precede x
+    in_features: int
+    out_features: int
+
+    def _run(self, x: Tensor, y: Tensor, m: int) -> Tensor:
+        if x.dtype is torch.bfloat16:
+            is_bf16 = 1
+        elif x.dtype is torch.float32:
+            is_bf16 = 0
+        else:
+            x, is_bf16 = x.float(), 0
+        if not x.is_contiguous():
+            x = x.contiguous()
+        if self._fn(*self._before, x.data_ptr(), is_bf16, m, y.data_ptr()):
+            raise MemoryError(f"native {type(self).__name__} product of {m} rows: out of memory")
+        return y
+
+    def _mm(self, x: Tensor) -> Tensor:
+        return self._run(x, torch.empty(x.shape[0], self.out_features), x.shape[0])
+
+    def mv(self, x: Tensor) -> Tensor:
+        y = self._run(x, torch.empty(self.out_features), 1)
+        return y if x.dtype is torch.float32 else y.to(x.dtype)
+
+    def addmv(self, residual: Tensor, x: Tensor, alpha: float = 1.0) -> Tensor:
+        y = self._run(x, torch.empty(self.out_features), 1)
+        if residual.dtype is not torch.float32:
+            y = y.to(residual.dtype)
+        return torch.add(residual, y, alpha=alpha)
+
+
+class NativeInt8Weight(_NativeWeight):
+    """int8 per-channel weights for ``qmv_int8``: ``w + 128`` as bytes in 16-row tiles."""
+
+    scheme = "int8"
+
+    def __init__(self, data: QuantData, lib: ctypes.CDLL) -> None:
+        self.out_features, self.in_features = data.q.shape
+        self.k_padded = -(-self.in_features // 32) * 32
+        rows = -(-self.out_features // TILE) * TILE
+        codes = data.q.view(torch.uint8) ^ 0x80  # w + 128: the kernel's unsigned operand
+        self.wu = _tiles(_padded(codes, rows, self.k_padded, value=0x80), 32)
+        self.scale = _padded(data.scale.float().view(-1, 1), rows, 1).view(-1).contiguous()
+        self._fn = lib.qmv_int8
+        self._before = (
+            self.wu.data_ptr(),
+            self.scale.data_ptr(),
+            self.out_features,
+            self.in_features,
+            self.k_padded,
+        )
+
+
+class NativeInt4Weight(_NativeWeight):
+    """Group-wise int4 weights for ``qmv_int4``: the portable nibbles in 16-row tiles."""
+
+    scheme = "int4"
+
+    def __init__(
+        self, data: QuantData, out_features: int, in_features: int, lib: ctypes.CDLL
+    ) -> None:
+        assert data.zero is not None
+        self.out_features, self.in_features = out_features, in_features
+        self.group_size = data.group_size
+        self.k_padded = 2 * data.q.shape[1]  # whole groups already
+        rows = -(-out_features // TILE) * TILE
+        groups = self.k_padded // self.group_size
+        self.q = _tiles(_padded(data.q, rows, self.k_padded // 2, value=0x88), 16)
+        self.scale = _row_tiles(_padded(_bf16_bits(data.scale), rows, groups))
+        self.zero = _row_tiles(_padded(_bf16_bits(data.zero), rows, groups))
+        self._fn = lib.qmv_int4
+        self._before = (
+            self.q.data_ptr(),
+            self.scale.data_ptr(),
+            self.zero.data_ptr(),
+            self.out_features,
+            self.in_features,
+            self.k_padded,
+            self.group_size,
+        )
+
+
+def _bf16_bits(t: Tensor) -> Tensor:
+    """bf16 values as their 16-bit patterns (padding with 0 keeps them 0.0)."""
+    return t.to(torch.bfloat16).view(torch.int16)
+
+
+def native_form(
+    data: QuantData, out_features: int, in_features: int, *, forced: bool = False
+) -> QuantizedWeight | None:
+    """``data`` [N, K] in the native kernel's form, or None where that kernel is not the one
+    to use on this machine (see :func:`wins`); ``forced`` skips the timing, not the build."""
+    lib = library()
+    if lib is None or data.q.device.type != "cpu":
+        if forced:
+            raise LocalBackendError(
+                "the native int8/int4 kernel could not be built here (no C compiler, or "
+                f"{ENV_VAR}=off): use PyTorch's kernels (kernel='torch')"
+            )
+        return None
+    if not forced and not wins(data.scheme):
+        return None
+    if data.scheme == "int8":
+        return NativeInt8Weight(data, lib)
+    return NativeInt4Weight(data, out_features, in_features, lib)
+
+
+@functools.cache
+def wins(scheme: str) -> bool:
+    """Whether the native kernel beats PyTorch's for ``scheme`` here, timed once per process on
+    a random [2048, 2048] matrix at the current thread count (``on`` skips the timing)."""
+    lib = library()
+    if lib is None:
+        return False
+    if mode() == "on":
+        return True
+    from local_backend.quant import QuantSpec, quantize, to_kernel
+
+    n = k = 2048
+    data = quantize(torch.randn(n, k), QuantSpec(scheme))  # type: ignore[arg-type]
+    ours: QuantizedWeight = (
+        NativeInt8Weight(data, lib)
+        if scheme == "int8"
+        else NativeInt4Weight(data, n, k, lib)
+    )
+    theirs = to_kernel(data, out_features=n, in_features=k, kernel="torch")
+    x = torch.randn(k)
+    best = {"native": float("inf"), "torch": float("inf")}
+    with torch.inference_mode():
+        for _ in range(3):
+            ours.mv(x), theirs.mv(x)
+        for _ in range(7):
+            for name, w in (("native", ours), ("torch", theirs)):
+                started = time.perf_counter()
+                for _ in range(4):
+                    w.mv(x)
+                best[name] = min(best[name], time.perf_counter() - started)
+    won = best["native"] < best["torch"]
+    logger.info(
+        "%s products: %s kernel (native %.0f us, PyTorch %.0f us per [2048, 2048])",
+        scheme,
+        "native" if won else "PyTorch",
+        best["native"] / 4 * 1e6,
+        best["torch"] / 4 * 1e6,
+    )
+    return won
