@@ -78,44 +78,58 @@ def library() -> ctypes.CDLL | None:
         logger.info("no C compiler found: int8/int4 products use PyTorch's kernels")
         return None
     try:
-        path = _build(compiler)
-        lib = ctypes.CDLL(str(path))
+        lib = bind(_build(compiler))
     except (OSError, subprocess.SubprocessError) as err:
         logger.info("native int8/int4 kernel unavailable (%s): using PyTorch's kernels", err)
         return None
-    lib.qmv_int8.argtypes = [_ptr, _ptr, _i64, _i64, _i64, _ptr, _int, _i64, _ptr]
-    lib.qmv_int8.restype = _int
-    lib.qmv_int4.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _i64, _int, _ptr, _int, _i64, _ptr]
-    lib.qmv_int4.restype = _int
-    lib.qmv_simd.restype = _int
     logger.info("native int8/int4 kernel built (AVX-512 VNNI: %s)", bool(lib.qmv_simd()))
     return lib
 
 
 def _build(compiler: str) -> Path:
-    """Compile ``qmv.c`` into the cache (atomically: a reader never sees half a library)."""
-    source = SOURCE.read_bytes()
+    """Compile ``qmv.c`` into the cache, once per source, compiler and CPU."""
     version = subprocess.run(
         [compiler, "--version"], capture_output=True, text=True, check=True, timeout=30
     ).stdout
-    key = hashlib.sha256(source + version.encode() + _cpu_flags().encode()).hexdigest()[:16]
-    target = _cache_dir() / f"qmv-{key}.so"
-    if target.is_file():
-        return target
+    key = SOURCE.read_bytes() + version.encode() + _cpu_flags().encode()
+    target = _cache_dir() / f"qmv-{hashlib.sha256(key).hexdigest()[:16]}.so"
+    if not target.is_file():
+        compile_library(compiler, target)
+    return target
+
+
+def compile_library(compiler: str, target: Path, march: str = "native") -> None:
+    """``qmv.c`` -> the shared library ``target``, atomically (a reader never sees half a
+    file); ``march`` other than native builds for another CPU (tests build the plain-C path)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
+    flags = ["-O3", f"-march={march}", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
     try:
-        cmd = [compiler, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
         done = subprocess.run(
-            [*cmd, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True, timeout=120
+            [compiler, *flags, "-o", tmp, str(SOURCE), "-lm"],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if done.returncode != 0:
-            raise subprocess.SubprocessError(done.stderr.strip().splitlines()[-1:] or "failed")
+            last = done.stderr.strip().splitlines()[-1:] or ["failed"]
+            raise subprocess.SubprocessError(f"{compiler} {SOURCE.name}: {last[0]}")
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return target
+
+
+def bind(path: Path) -> ctypes.CDLL:
+    """Load a compiled library and declare its functions' C types."""
+    lib = ctypes.CDLL(str(path))
+    out = [_ptr, _int, _ptr, ctypes.c_float]  # y, y is bf16, residual or None, alpha
+    lib.qmv_int8.argtypes = [_ptr, _ptr, _i64, _i64, _i64, _ptr, _int, _i64, *out]
+    lib.qmv_int8.restype = _int
+    lib.qmv_int4.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _i64, _int, _ptr, _int, _i64, *out]
+    lib.qmv_int4.restype = _int
+    lib.qmv_simd.restype = _int
+    return lib
 
 
 def _cache_dir() -> Path:
@@ -174,31 +188,54 @@ class _NativeWeight(QuantizedWeight):
     in_features: int
     out_features: int
 
-    def _run(self, x: Tensor, y: Tensor, m: int) -> Tensor:
+    def _run(self, x: Tensor, y: Tensor, residual: Tensor | None = None, alpha: float = 1.0) -> Tensor:
+        """Fill ``y`` [M, N] (float32 or bf16) with ``x @ W.T`` (plus ``alpha`` times that added
+        to ``residual``, which has y's dtype and shape)."""
         if x.dtype is torch.bfloat16:
-            is_bf16 = 1
+            x_bf16 = 1
         elif x.dtype is torch.float32:
-            is_bf16 = 0
+            x_bf16 = 0
         else:
-            x, is_bf16 = x.float(), 0
+            x, x_bf16 = x.float(), 0
         if not x.is_contiguous():
             x = x.contiguous()
-        if self._fn(*self._before, x.data_ptr(), is_bf16, m, y.data_ptr()):
-            raise MemoryError(f"native {type(self).__name__} product of {m} rows: out of memory")
+        status = self._fn(
+            *self._before,
+            x.data_ptr(),
+            x_bf16,
+            x.numel() // self.in_features,
+            y.data_ptr(),
+            int(y.dtype is torch.bfloat16),
+            None if residual is None else residual.data_ptr(),
+            alpha,
+        )
+        if status:
+            raise MemoryError(f"native {type(self).__name__} product: out of memory")
         return y
 
     def _mm(self, x: Tensor) -> Tensor:
-        return self._run(x, torch.empty(x.shape[0], self.out_features), x.shape[0])
+        return self._run(x, torch.empty(x.shape[0], self.out_features))
+
+    def linear(self, x: Tensor) -> Tensor:
+        y = torch.empty(*x.shape[:-1], self.out_features, dtype=_out_dtype(x.dtype))
+        return self._run(x, y).to(x.dtype)
 
     def mv(self, x: Tensor) -> Tensor:
-        y = self._run(x, torch.empty(self.out_features), 1)
-        return y if x.dtype is torch.float32 else y.to(x.dtype)
+        y = self._run(x, torch.empty(self.out_features, dtype=_out_dtype(x.dtype)))
+        return y if y.dtype is x.dtype else y.to(x.dtype)
 
     def addmv(self, residual: Tensor, x: Tensor, alpha: float = 1.0) -> Tensor:
-        y = self._run(x, torch.empty(self.out_features), 1)
-        if residual.dtype is not torch.float32:
-            y = y.to(residual.dtype)
-        return torch.add(residual, y, alpha=alpha)
+        dtype = residual.dtype
+        if dtype in _KERNEL_DTYPES and residual.is_contiguous():
+            return self._run(x, torch.empty_like(residual), residual, alpha)
+        return torch.add(residual, self.mv(x).to(dtype), alpha=alpha)
+
+
+_KERNEL_DTYPES = (torch.float32, torch.bfloat16)  # what the kernel reads and writes
+
+
+def _out_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in _KERNEL_DTYPES else torch.float32
 
 
 class NativeInt8Weight(_NativeWeight):

@@ -187,9 +187,38 @@ static void release(Activations *act) {
     free(act->asum);
 }
 
-static void store_tile(float *y, int64_t n0, int64_t n, const float *v) {
-    int64_t count = n - n0 < TILE ? n - n0 : TILE;
-    memcpy(y + n0, v, sizeof(float) * (size_t)count);
+static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as PyTorch */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* Where a product's rows go: y [M, N] (float32 or bf16), or y = residual + alpha * W x with
+ * residual in y's dtype (the decode step's fused residual add; one rounding). */
+typedef struct {
+    void *y;
+    int bf16;
+    const void *residual; /* NULL: none */
+    float alpha;
+    int64_t n;
+} Output;
+
+static void store_tile(const Output *o, int64_t row, int64_t n0, const float *v) {
+    int64_t count = o->n - n0 < TILE ? o->n - n0 : TILE;
+    int64_t at = row * o->n + n0;
+    for (int64_t r = 0; r < count; r++) {
+        float f = v[r];
+        if (o->residual) {
+            float base = o->bf16 ? bf16_to_f32(((const uint16_t *)o->residual)[at + r])
+                                 : ((const float *)o->residual)[at + r];
+            f = base + o->alpha * f;
+        }
+        if (o->bf16)
+            ((uint16_t *)o->y)[at + r] = f32_to_bf16(f);
+        else
+            ((float *)o->y)[at + r] = f;
+    }
 }
 
 /* ---- int8 ------------------------------------------------------------------------------ */
@@ -233,9 +262,12 @@ static void int8_tile(const uint8_t *w, const float *scale, int64_t nb, const in
 #endif
 }
 
-/* y [M, N] = x [M, K] @ W.T for int8 W in tiles (layout above); 0, or -1 out of memory. */
+/* y [M, N] = x [M, K] @ W.T (+ residual) for int8 W in tiles (layout above); 0, or -1 when
+ * out of memory. */
 int qmv_int8(const uint8_t *w, const float *scale, int64_t n, int64_t k, int64_t kp,
-             const void *x, int x_bf16, int64_t m, float *y) {
+             const void *x, int x_bf16, int64_t m, void *y, int y_bf16, const void *residual,
+             float alpha) {
+    Output o = {y, y_bf16, residual, alpha, n};
     Activations act;
     if (quantize_all(x, x_bf16, m, k, kp, WIDE, &act) != 0) {
         release(&act);
@@ -248,7 +280,7 @@ int qmv_int8(const uint8_t *w, const float *scale, int64_t n, int64_t k, int64_t
         for (int64_t i = 0; i < m; i++) {
             int8_tile(w + t * nb * 512, scale + t * TILE, nb, act.a + 2 * i * kp, act.d + i * nb,
                       act.asum + i * nb, out);
-            store_tile(y + i * n, t * TILE, n, out);
+            store_tile(&o, i, t * TILE, out);
         }
     }
     release(&act);
@@ -325,9 +357,11 @@ static void int4_tile(const uint8_t *q, const uint16_t *scale, const uint16_t *z
 #endif
 }
 
-/* y [M, N] = x [M, K] @ W.T for int4 W in tiles; scale/zero bf16 [Np/16, G, 16]. */
+/* As qmv_int8, for int4 W in tiles; scale/zero bf16 [Np/16, G, 16]. */
 int qmv_int4(const uint8_t *q, const uint16_t *scale, const uint16_t *zero, int64_t n, int64_t k,
-             int64_t kp, int g, const void *x, int x_bf16, int64_t m, float *y) {
+             int64_t kp, int g, const void *x, int x_bf16, int64_t m, void *y, int y_bf16,
+             const void *residual, float alpha) {
+    Output o = {y, y_bf16, residual, alpha, n};
     Activations act;
     if (quantize_all(x, x_bf16, m, k, kp, SPLIT, &act) != 0) {
         release(&act);
@@ -340,7 +374,7 @@ int qmv_int4(const uint8_t *q, const uint16_t *scale, const uint16_t *zero, int6
         for (int64_t i = 0; i < m; i++) {
             int4_tile(q + t * nb * 256, scale + t * groups * TILE, zero + t * groups * TILE, nb, g,
                       act.a + i * kp, act.d + i * nb, act.asum + i * nb, out);
-            store_tile(y + i * n, t * TILE, n, out);
+            store_tile(&o, i, t * TILE, out);
         }
     }
     release(&act);
