@@ -60,7 +60,8 @@ from local_backend.gguf_blocks import (
 from local_backend.gguf_file import GGUFFile
 from local_backend.gguf_tokenizer import tokenizer_from_metadata
 from local_backend.model import Transformer
-from local_backend.quant import SCALE_DTYPE, QuantData, QuantSpec, quantize, to_kernel
+from local_backend.quant import SCALE_DTYPE, Kernel, QuantData, QuantSpec, quantize, to_kernel
+from local_backend.quant_device import to_device
 from local_backend.tokenizer import Tokenizer
 
 __all__ = [
@@ -356,10 +357,17 @@ def _mode(f: GGUFFile, experts: list[list[Part]]) -> str:
 
 
 def _tensors(
-    f: GGUFFile, config: ModelConfig, plan: Plan, dtype: torch.dtype, spec: QuantSpec | None
+    f: GGUFFile,
+    config: ModelConfig,
+    plan: Plan,
+    dtype: torch.dtype,
+    spec: QuantSpec | None,
+    kernel: Kernel = "auto",
+    device: torch.device | None = None,
 ) -> Iterator[tuple[str, Tensor | qc.Kernels]]:
-    """Our tensors one at a time, each converted once from the file's blocks; a quantised
-    matrix straight into its kernel form, one expert at a time."""
+    """Our tensors one at a time, each converted once from the file's blocks (on the CPU); a
+    quantised matrix straight into its kernel form on ``device``, one expert at a time."""
+    where = device or torch.device("cpu")
     matrices = qc.matrices(config)
     embedding: Tensor | None = None
     budget = max(_MIN_FREE, f.size // 8)  # freed memory the allocator may keep meanwhile
@@ -388,7 +396,8 @@ def _tensors(
         for parts in experts:  # each expert's portable form goes as soon as its kernel exists
             data = _matrix(f, [parts], mode, dtype, spec, stacked=False)
             assert isinstance(data, QuantData)
-            kernels.append(to_kernel(data, out_features=n, in_features=k))
+            data = to_device(data, where)
+            kernels.append(to_kernel(data, out_features=n, in_features=k, kernel=kernel))
             del data
             heap.release(budget)
         yield name, kernels if lead else kernels[0]
@@ -409,8 +418,11 @@ def load_gguf(
     *,
     quantize: str | None = None,
     group_size: int | None = None,
+    kernel: Kernel = "auto",
+    device: torch.device | None = None,
 ) -> tuple[Transformer, Tokenizer | TokenizerError]:
-    """The model and tokenizer of a GGUF file (the tokenizer, or the error to raise on use)."""
+    """The model and tokenizer of a GGUF file (the tokenizer, or the error to raise on use);
+    blocks are decoded on the CPU and each finished tensor moves to ``device``."""
     if quantize is None and group_size is not None:
         raise CheckpointError("group_size needs quantize='int4'")
     spec = QuantSpec.parse(quantize, group_size) if quantize is not None else None
@@ -430,7 +442,8 @@ def load_gguf(
             tokenizer: Tokenizer | TokenizerError = tokenizer_from_metadata(f.metadata, str(f.path))
         except TokenizerError as err:
             tokenizer = err
-        model = qc.build(config, _tensors(f, config, plan, TORCH_DTYPES[target], spec))
+        items = _tensors(f, config, plan, TORCH_DTYPES[target], spec, kernel, device)
+        model = qc.build(config, items, device=device)
         heap.release(0)
         return model, tokenizer
     finally:

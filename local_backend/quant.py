@@ -82,7 +82,10 @@ GROUP_SIZES = (32, 64, 128)
 DEFAULT_GROUP_SIZE = 64
 COMPUTE_DTYPE = torch.bfloat16  # activations of the quantised products (measured, see above)
 SCALE_DTYPE = torch.bfloat16  # scales and zeros are rounded to this before the codes are chosen
-Kernel = Literal["auto", "dequant"]
+# "auto": the fastest form for the data's device; "dequant": dequantise per call (CPU
+# fallback); "portable": the device-generic forms of local_backend.quant_device (what CUDA
+# runs when its fast kernel is not taken), selectable on the CPU so tests run that code.
+Kernel = Literal["auto", "dequant", "portable"]
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,11 @@ class QuantizedWeight:
     in_features: int
 
     @property
+    def kernel(self) -> str:
+        """Which form this is (its class name), for logs and reports."""
+        return type(self).__name__
+
+    @property
     def nbytes(self) -> int:
         """Bytes a product reads (codes, scales and zeros): what decides its threading."""
         tensors = [t for t in vars(self).values() if isinstance(t, Tensor)]
@@ -349,7 +357,13 @@ class DequantWeight(QuantizedWeight):
 def to_kernel(
     data: QuantData, *, out_features: int, in_features: int, kernel: Kernel = "auto"
 ) -> QuantizedWeight:
-    """The fastest form this PyTorch build and device offer for ``data`` [N, K]."""
+    """The fastest form this PyTorch build and device offer for ``data`` [N, K]; off the CPU
+    (and for ``kernel="portable"``) the forms of :mod:`local_backend.quant_device`."""
+    if kernel == "portable" or (kernel == "auto" and data.q.device.type != "cpu"):
+        from local_backend.quant_device import device_kernel  # it builds on this module
+
+        fast = () if kernel == "portable" else None
+        return device_kernel(data, out_features=out_features, in_features=in_features, fast=fast)
     if kernel == "auto" and data.q.device.type == "cpu":
         try:
             if data.scheme == "int8" and hasattr(torch, "_weight_int8pack_mm"):
