@@ -9,6 +9,8 @@ float32 on the CPU) and take turns, round by round, through ``bench_model.Sides`
   table shows each side's best round.
 - prefill: one forward of a ``--prefill-tokens`` prompt (``--batch`` copies of it) into an
   empty cache, logits of the last position only, best round; one row per size and batch.
+- ``--quantize int8 int4`` (the default on CUDA): ours also loads the checkpoint quantised
+  (rows "bfloat16 + int4", ...), timed against the same transformers model.
 
 On CUDA every timed region starts and ends with ``torch.cuda.synchronize()`` (on the CPU that
 is a no-op), ``--warmup`` untimed rounds run first, and the peak memory column is the side's
@@ -29,15 +31,18 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import cast
 
 import torch
 
+import local_backend
 from local_backend.config import PRESETS, DType
 from local_backend.device import CUDA_DTYPE, resolve_device
 from local_backend.errors import DeviceError
+from local_backend.quant_checkpoint import quantized_weights
 
 MIB = 1 << 20
 CUDA_PREFILL = [128, 512, 2048]
@@ -81,6 +86,11 @@ def tracked(
     return wrapped
 
 
+def quantised_bytes(model: local_backend.LocalModel) -> int:
+    """Bytes of a model's quantised matrices (codes, scales, zeros), not module parameters."""
+    return sum(w.nbytes for w in quantized_weights(model.model))
+
+
 def machine(device: torch.device) -> str:
     """One line naming the hardware and software the figures came from."""
     import transformers  # here and below, not at the top: a wrong --device fails in a blink
@@ -107,46 +117,55 @@ def run_config(name: str, args: argparse.Namespace, device: torch.device, dtype:
     with tempfile.TemporaryDirectory() as tmp:
         random_checkpoint(config, tmp)
         sides = Sides.load(Path(tmp), dtype, device)
-    rows: list[tuple[str, float, str, str]] = []  # label, tokens per run, ours key, ref key
+        # the same checkpoint quantised while loading, against the same transformers model
+        variants = {dtype: sides} | {
+            f"{dtype} + {q}": replace(sides, ours=local_backend.load(tmp, dtype, quantize=q,
+                                                                     device=device))
+            for q in args.quantize
+        }  # fmt: skip
+    rows: list[tuple[str, str, float, str, str]] = []  # kind, label, tokens, ours key, ref key
     runs: dict[str, Callable[[], float]] = {}
     extra: dict[str, list[int]] = {}
+    weights = {"ref": resident_bytes(sides.ref)}
 
     def add(key: str, run: Callable[[], float]) -> None:
         extra[key] = []
         runs[key] = tracked(run, device, extra[key])
 
-    add("ours decode", lambda: sides.ours_decode(prompt, args.decode_tokens))
     add("ref decode", lambda: sides.ref_decode(prompt, args.decode_tokens))
-    rows.append(("decode, batch 1", 1.0, "ours decode", "ref decode"))
+    for kind, side in variants.items():
+        weights[kind] = resident_bytes(side.ours.model) + quantised_bytes(side.ours)
+        add(f"{kind}|decode", partial(side.ours_decode, prompt, args.decode_tokens))
+        rows.append((kind, "decode, batch 1", 1.0, f"{kind}|decode", "ref decode"))
     for n in args.prefill_tokens:
         long = torch.randint(3, vocab, (n,), generator=gen).tolist()
         for b in args.batch:
             label = f"prefill {n} x {b}"
-            add(f"ours {label}", partial(sides.ours_prefill, long, b))
             add(f"ref {label}", partial(sides.ref_prefill, long, b))
-            rows.append((label, float(n * b), f"ours {label}", f"ref {label}"))
+            for kind, side in variants.items():
+                add(f"{kind}|{label}", partial(side.ours_prefill, long, b))
+                rows.append((kind, label, float(n * b), f"{kind}|{label}", f"ref {label}"))
     interleaved(runs, args.warmup)
     for figures in extra.values():
         figures.clear()
     best = {k: min(v) for k, v in interleaved(runs, args.rounds).items()}
-    weights = {"ours": resident_bytes(sides.ours.model), "ref": resident_bytes(sides.ref)}
 
-    def peak(key: str) -> str:
+    def peak(key: str, side: str) -> str:
         if not extra[key]:
             return "–"
-        return f"{(weights[key.split()[0]] + max(extra[key])) / MIB:,.0f}"
+        return f"{(weights[side] + max(extra[key])) / MIB:,.0f}"
 
-    for label, tokens, ours_key, ref_key in rows:
+    for kind, label, tokens, ours_key, ref_key in rows:
         ours, ref = tokens / best[ours_key], tokens / best[ref_key]
         cells = [
             name,
-            dtype,
+            kind,
             label,
             f"{ours:,.1f}",
             f"{ref:,.1f}",
             f"**{ours / ref:.2f}x**",
-            peak(ours_key),
-            peak(ref_key),
+            peak(ours_key, kind),
+            peak(ref_key, "ref"),
         ]
         print("| " + " | ".join(cells) + " |", flush=True)
 
@@ -177,11 +196,19 @@ def main() -> None:
     parser.add_argument(
         "--batch", type=int, nargs="+", default=[1], help="prefill batch sizes (default 1)"
     )
+    parser.add_argument(
+        "--quantize",
+        nargs="*",
+        choices=["int8", "int4"],
+        help="also time ours with these weights (default int8 int4 on CUDA, none on the CPU)",
+    )
     args = parser.parse_args()
     if args.decode_tokens < 2 or args.rounds < 1 or args.warmup < 0:
         parser.error("--decode-tokens needs at least 2 (one step gap), --rounds at least 1")
     device = device_or_exit(args.device)
     dtype = cast(DType, args.dtype or (CUDA_DTYPE if device.type == "cuda" else "float32"))
+    if args.quantize is None:
+        args.quantize = ["int8", "int4"] if device.type == "cuda" else []
     if args.prefill_tokens is None:
         args.prefill_tokens = CUDA_PREFILL if device.type == "cuda" else CPU_PREFILL
     print(machine(device) + "\n")

@@ -15,6 +15,8 @@ OpenMP region costs a barrier; on two cores shared with other work a barrier wai
 descheduled peer, and a 20-row RoPE product or a 40-key attention measured 0.1-0.8 ms with two
 threads against 0.02-0.06 ms with one. ``torch.set_num_threads`` only sets the calling
 thread's OpenMP count (0.2 us), and the step restores the caller's count when it returns.
+Off the CPU (CUDA) the step leaves torch's thread count alone: it launches kernels, and its
+few CPU calls (``tolist`` of the router logits) are tiny.
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ def decode_step(model: Transformer, token: int, cache: KVCache) -> Tensor:
     if cache.batch_size != 1:
         raise ValueError(f"decode_step runs one sequence; this cache holds {cache.batch_size}")
     n_threads, min_bytes = torch.get_num_threads(), parallel_min_bytes()
-    if n_threads == 1 or min_bytes is None:
+    if n_threads == 1 or min_bytes is None or model.tok_embeddings.weight.is_cuda:
         return _step(model, token, cache, _Threads(1, 0))
     torch.set_num_threads(1)
     try:

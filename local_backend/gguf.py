@@ -60,7 +60,8 @@ from local_backend.gguf_blocks import (
 from local_backend.gguf_file import GGUFFile
 from local_backend.gguf_tokenizer import tokenizer_from_metadata
 from local_backend.model import Transformer
-from local_backend.quant import SCALE_DTYPE, QuantData, QuantSpec, quantize, to_kernel
+from local_backend.quant import SCALE_DTYPE, Kernel, QuantData, QuantSpec, quantize, to_kernel
+from local_backend.quant_device import to_device
 from local_backend.tokenizer import Tokenizer
 
 __all__ = [
@@ -356,10 +357,17 @@ def _mode(f: GGUFFile, experts: list[list[Part]]) -> str:
 
 
 def _tensors(
-    f: GGUFFile, config: ModelConfig, plan: Plan, dtype: torch.dtype, spec: QuantSpec | None
+    f: GGUFFile,
+    config: ModelConfig,
+    plan: Plan,
+    dtype: torch.dtype,
+    spec: QuantSpec | None,
+    kernel: Kernel = "auto",
+    device: torch.device | None = None,
 ) -> Iterator[tuple[str, Tensor | qc.Kernels]]:
-    """Our tensors one at a time, each converted once from the file's blocks; a quantised
-    matrix straight into its kernel form, one expert at a time."""
+    """Our tensors one at a time, each converted once from the file's blocks (on the CPU); a
+    quantised matrix straight into its kernel form on ``device``, one expert at a time."""
+    where = device or torch.device("cpu")
     matrices = qc.matrices(config)
     embedding: Tensor | None = None
     budget = max(_MIN_FREE, f.size // 8)  # freed memory the allocator may keep meanwhile
@@ -388,7 +396,8 @@ def _tensors(
         for parts in experts:  # each expert's portable form goes as soon as its kernel exists
             data = _matrix(f, [parts], mode, dtype, spec, stacked=False)
             assert isinstance(data, QuantData)
-            kernels.append(to_kernel(data, out_features=n, in_features=k))
+            data = to_device(data, where)
+            kernels.append(to_kernel(data, out_features=n, in_features=k, kernel=kernel))
             del data
             heap.release(budget)
         yield name, kernels if lead else kernels[0]
@@ -397,10 +406,22 @@ def _tensors(
 # -- entry point ----------------------------------------------------------------------------
 
 
-def _default_dtype(f: GGUFFile) -> DType:
-    """float32 for an all-F32 file, else bfloat16 (what the quantised kernels compute in)."""
-    types = {info.type_name for info in f.tensors.values() if len(info.shape) > 1}
-    return "float32" if types <= {"F32"} else "bfloat16"
+def _default_dtype(f: GGUFFile, spec: QuantSpec | None) -> DType:
+    """bfloat16 where F16/BF16 matrices stay dense products (half float32's memory), else
+    float32: an all-F32 file, or one whose every product matrix becomes int8/int4, where the
+    native kernel reads float32 activations as they are and the small per-token operations
+    (norms, RoPE, router, attention) are 1.2x faster per token than in bf16 on CPUs without
+    AMX (benchmarks/RESULTS.md)."""
+    tied = "output.weight" not in f.tensors
+    dense = {
+        info.type_name
+        for name, info in f.tensors.items()
+        if len(info.shape) > 1
+        and info.type_name in FLOAT_TYPES
+        and "ffn_gate_inp" not in name  # the router stays in the model dtype either way
+        and (name != "token_embd.weight" or tied)  # a row lookup, unless it is the head too
+    }
+    return "float32" if spec is not None or dense <= {"F32"} else "bfloat16"
 
 
 def load_gguf(
@@ -409,8 +430,11 @@ def load_gguf(
     *,
     quantize: str | None = None,
     group_size: int | None = None,
+    kernel: Kernel = "auto",
+    device: torch.device | None = None,
 ) -> tuple[Transformer, Tokenizer | TokenizerError]:
-    """The model and tokenizer of a GGUF file (the tokenizer, or the error to raise on use)."""
+    """The model and tokenizer of a GGUF file (the tokenizer, or the error to raise on use);
+    blocks are decoded on the CPU and each finished tensor moves to ``device``."""
     if quantize is None and group_size is not None:
         raise CheckpointError("group_size needs quantize='int4'")
     spec = QuantSpec.parse(quantize, group_size) if quantize is not None else None
@@ -424,13 +448,14 @@ def load_gguf(
             config.tie_embeddings = True
         plan = _plan(f, config)
         _check(f, plan)
-        target = normalize_dtype(dtype, default=_default_dtype(f))
+        target = normalize_dtype(dtype, default=_default_dtype(f, spec))
         config.dtype = target
         try:
             tokenizer: Tokenizer | TokenizerError = tokenizer_from_metadata(f.metadata, str(f.path))
         except TokenizerError as err:
             tokenizer = err
-        model = qc.build(config, _tensors(f, config, plan, TORCH_DTYPES[target], spec))
+        items = _tensors(f, config, plan, TORCH_DTYPES[target], spec, kernel, device)
+        model = qc.build(config, items, device=device)
         heap.release(0)
         return model, tokenizer
     finally:

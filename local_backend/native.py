@@ -30,9 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -123,7 +123,8 @@ def compile_library(compiler: str, target: Path, march: str = "native") -> None:
 def bind(path: Path) -> ctypes.CDLL:
     """Load a compiled library and declare its functions' C types."""
     lib = ctypes.CDLL(str(path))
-    out = [_ptr, _int, _ptr, ctypes.c_float]  # y, y is bf16, residual or None, alpha
+    out: list[type[ctypes._SimpleCData[Any]]] = [_ptr, _int, _ptr, ctypes.c_float]
+    # ... y, y is bf16, residual or None, alpha
     lib.qmv_int8.argtypes = [_ptr, _ptr, _i64, _i64, _i64, _ptr, _int, _i64, *out]
     lib.qmv_int8.restype = _int
     lib.qmv_int4.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _i64, _int, _ptr, _int, _i64, *out]
@@ -182,13 +183,14 @@ class _NativeWeight(QuantizedWeight):
     bound once (a decode step makes dozens of these calls per token, so the Python around
     each is kept to a few attribute reads)."""
 
-    kernel = "native"
     _fn: Callable[..., int]
     _before: tuple[int, ...]  # the C function's arguments that precede x
     in_features: int
     out_features: int
 
-    def _run(self, x: Tensor, y: Tensor, residual: Tensor | None = None, alpha: float = 1.0) -> Tensor:
+    def _run(
+        self, x: Tensor, y: Tensor, residual: Tensor | None = None, alpha: float = 1.0
+    ) -> Tensor:
         """Fill ``y`` [M, N] (float32 or bf16) with ``x @ W.T`` (plus ``alpha`` times that added
         to ``residual``, which has y's dtype and shape)."""
         if x.dtype is torch.bfloat16:
@@ -328,9 +330,7 @@ def wins(scheme: str) -> bool:
     n = k = 2048
     data = quantize(torch.randn(n, k), QuantSpec(scheme))  # type: ignore[arg-type]
     ours: QuantizedWeight = (
-        NativeInt8Weight(data, lib)
-        if scheme == "int8"
-        else NativeInt4Weight(data, n, k, lib)
+        NativeInt8Weight(data, lib) if scheme == "int8" else NativeInt4Weight(data, n, k, lib)
     )
     theirs = to_kernel(data, out_features=n, in_features=k, kernel="torch")
     x = torch.randn(k)

@@ -21,17 +21,19 @@ Two forms of every quantised matrix ``W [N, K]`` (``y = W x``):
   int4 picks each group's range by search (:data:`_CLIPS`): the min..max range, or one
   narrowed by up to 25%, whichever reconstructs the group with the least squared error.
 
-* the **kernel** form (:class:`Int8Weight`, :class:`Int4Weight`), repacked once at load for
-  PyTorch's CPU kernels ``_weight_int8pack_mm`` and ``_weight_int4pack_mm_for_cpu`` (the int4
-  tile layout belongs to the kernel, which is why it never goes to disk). Where a kernel is
-  missing, :class:`DequantWeight` dequantises on every call instead (slow but exact).
+* the **kernel** form, repacked once at load (never written to disk): on the CPU our own
+  kernel's 16-row tiles (:mod:`local_backend.native`, int8 activations and integer dot
+  products, compiled on the machine) where it builds and times faster, else PyTorch's
+  ``_weight_int8pack_mm`` / ``_weight_int4pack_mm_for_cpu`` (:class:`Int8Weight`,
+  :class:`Int4Weight`); off the CPU the forms of :mod:`local_backend.quant_device`. Where
+  nothing else applies, :class:`DequantWeight` dequantises on every call (slow but exact).
 
-The kernels get bf16 activations: on the AVX-512 AMD EPYC we measured (2 threads), one
+PyTorch's kernels get bf16 activations: on the AVX-512 AMD EPYC we measured (2 threads), one
 'medium' decode step's products take 7.4 ms (int8) and 6.4 ms (int4) with bf16 activations,
 97 and 198 ms with float32 ones, against 37 ms for bf16 ``torch.mv`` and 520-980 ms for
-dequantise-then-product (``benchmarks/bench_quant.py``). The rest of the model (residual
-stream, norms, attention, KV cache) keeps the dtype it was loaded with; each quantised product
-casts its input to bf16 and its output back, which measured no slower than a bf16 residual.
+dequantise-then-product (``benchmarks/bench_quant.py``); each of their products casts its
+input to bf16 and its output back. The native kernel reads float32 or bf16 as it is and is
+1.6-1.9x faster again (``benchmarks/RESULTS.md``).
 
 What is quantised: every attention and feed-forward matrix, experts included, and the output
 head (int8 in both schemes: its error goes straight into the logits). The embedding (a row
@@ -82,7 +84,12 @@ GROUP_SIZES = (32, 64, 128)
 DEFAULT_GROUP_SIZE = 64
 COMPUTE_DTYPE = torch.bfloat16  # activations of the quantised products (measured, see above)
 SCALE_DTYPE = torch.bfloat16  # scales and zeros are rounded to this before the codes are chosen
-Kernel = Literal["auto", "native", "torch", "dequant"]
+# "auto": the fastest form for the data's device (on the CPU our native kernel or PyTorch's,
+# by measurement; elsewhere local_backend.quant_device's); "native", "torch": that CPU kernel;
+# "dequant": dequantise per call (CPU fallback); "portable": the device-generic forms of
+# local_backend.quant_device (what CUDA runs when its fast kernel is not taken), selectable on
+# the CPU so tests run that code.
+Kernel = Literal["auto", "native", "torch", "dequant", "portable"]
 
 
 @dataclass(frozen=True)
@@ -237,7 +244,11 @@ class QuantizedWeight:
     out_features: int
     in_features: int
     scheme: Scheme
-    kernel: str  # which kernel runs the products: "native", "torch", "dequant" (logs, tests)
+
+    @property
+    def kernel(self) -> str:
+        """Which form this is (its class name), for logs and reports."""
+        return type(self).__name__
 
     @property
     def nbytes(self) -> int:
@@ -272,17 +283,24 @@ def _aligned(t: Tensor) -> Tensor:
 
 
 class Int8Weight(QuantizedWeight):
-    """``_weight_int8pack_mm``: int8 [N, K] with per-row scales, bf16 activations."""
+    """``_weight_int8pack_mm``: int8 [N, K] with per-row scales, bf16 activations. The kernel
+    crashes on K not a multiple of 16 (a segfault on 4 x 36 with torch 2.13), so such a K gets
+    zero columns and x is padded per call; real models have none."""
 
-    scheme, kernel = "int8", "torch"
+    scheme = "int8"
 
     def __init__(self, data: QuantData) -> None:
-        self.q = _aligned(data.q)
+        self.out_features, self.in_features = data.q.shape
+        self.k_pad = -self.in_features % 16
+        q = F.pad(data.q, (0, self.k_pad)) if self.k_pad else data.q
+        self.q = _aligned(q)
         self.scale = _aligned(data.scale.to(COMPUTE_DTYPE))
-        self.out_features, self.in_features = self.q.shape
 
     def _mm(self, x: Tensor) -> Tensor:
-        return torch._weight_int8pack_mm(x.to(COMPUTE_DTYPE), self.q, self.scale)
+        x = x.to(COMPUTE_DTYPE)
+        if self.k_pad:
+            x = F.pad(x, (0, self.k_pad))
+        return torch._weight_int8pack_mm(x, self.q, self.scale)
 
 
 class Int4Weight(QuantizedWeight):
@@ -292,7 +310,7 @@ class Int4Weight(QuantizedWeight):
     rows (sliced off the result) and zero columns (x is padded per call); real models have none.
     """
 
-    scheme, kernel = "int4", "torch"
+    scheme = "int4"
 
     def __init__(self, data: QuantData, out_features: int, in_features: int) -> None:
         assert data.zero is not None
@@ -340,8 +358,6 @@ _PACK_VALUES = 1 << 21  # weights repacked at a time: 8 MB of int32 codes (much 
 class DequantWeight(QuantizedWeight):
     """Fallback without a kernel: dequantise on every call, then a plain product."""
 
-    kernel = "dequant"
-
     def __init__(self, data: QuantData, out_features: int, in_features: int) -> None:
         self.data = data
         self.scheme = data.scheme
@@ -359,8 +375,15 @@ def to_kernel(
     data: QuantData, *, out_features: int, in_features: int, kernel: Kernel = "auto"
 ) -> QuantizedWeight:
     """The fastest form this machine offers for ``data`` [N, K]: on the CPU our own kernel
-    (:mod:`local_backend.native`) where it builds and measures faster, else PyTorch's; the
-    dequantising fallback where neither applies. ``kernel`` forces one (tests, benchmarks)."""
+    (:mod:`local_backend.native`) where it builds and measures faster, else PyTorch's; off the
+    CPU (and for ``kernel="portable"``) the forms of :mod:`local_backend.quant_device`; the
+    dequantising fallback where nothing else applies. ``kernel`` forces one (tests, benchmarks).
+    """
+    if kernel == "portable" or (kernel == "auto" and data.q.device.type != "cpu"):
+        from local_backend.quant_device import device_kernel  # it builds on this module
+
+        fast = () if kernel == "portable" else None
+        return device_kernel(data, out_features=out_features, in_features=in_features, fast=fast)
     if data.q.device.type == "cpu" and kernel in ("auto", "native"):
         from local_backend import native
 

@@ -46,14 +46,17 @@ from local_backend.quant import (
     quantize,
     to_kernel,
 )
+from local_backend.quant_device import to_device
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "QUANTIZED_FILE",
     "is_quantized",
+    "kernel_counts",
     "load_quantized",
     "load_quantizing",
+    "quantized_weights",
     "read_quantized",
     "read_spec",
     "save_quantized",
@@ -115,36 +118,63 @@ def build(
     config: ModelConfig,
     items: Iterable[tuple[str, Tensor | QuantData | Kernels]],
     kernel: Kernel = "auto",
+    *,
+    device: torch.device | None = None,
 ) -> Transformer:
     """A :class:`Transformer` whose matrices are quantised kernels, built without ever
     allocating its full-precision weights (meta device, then swap in or assign). A matrix
-    comes in its portable form (repacked here) or already in its kernel form (one weight, or a
-    list with one per expert, as the GGUF loader makes them)."""
+    comes in its portable form (moved to ``device`` one matrix or expert at a time, then
+    repacked there) or already in its kernel form (one weight, or a list with one per expert,
+    as the GGUF loader makes them, on ``device``). The other tensors move to ``device`` one
+    by one; a tensor that comes twice (a plain tied head) moves once."""
     targets = matrices(config)
+    where = device or torch.device("cpu")
     with torch.device("meta"):
         model = Transformer(config)
     rest: dict[str, Tensor] = {}
+    moved: dict[int, Tensor] = {}
     for name, value in items:
         if isinstance(value, QuantData):
-            _place(model, name, _kernels(value, targets[name], kernel))
+            _place(model, name, _kernels(value, targets[name], kernel, where))
         elif isinstance(value, (QuantizedWeight, list)):
             _place(model, name, value)
         else:
-            rest[name] = value
+            if id(value) not in moved:
+                moved[id(value)] = value.to(where)
+            rest[name] = moved[id(value)]
         del value  # the portable form goes now, not after the next tensor is converted
     model.load_state_dict(rest, strict=True, assign=True)  # what is left: embedding, norms, router
     return model.eval()
 
 
-def _kernels(data: QuantData, dims: tuple[tuple[int, ...], int, int], kernel: Kernel) -> Kernels:
-    """The kernel form of a matrix, or of each expert of a stack."""
+def _kernels(
+    data: QuantData, dims: tuple[tuple[int, ...], int, int], kernel: Kernel, device: torch.device
+) -> Kernels:
+    """The kernel form of a matrix, or of each expert of a stack, made on ``device``."""
     lead, n, k = dims
     if not lead:
-        return to_kernel(data, out_features=n, in_features=k, kernel=kernel)
+        return to_kernel(to_device(data, device), out_features=n, in_features=k, kernel=kernel)
     return [
-        to_kernel(data.expert(e), out_features=n, in_features=k, kernel=kernel)
+        to_kernel(to_device(data.expert(e), device), out_features=n, in_features=k, kernel=kernel)
         for e in range(lead[0])
     ]
+
+
+def quantized_weights(model: Transformer) -> Iterator[QuantizedWeight]:
+    """Every quantised matrix of ``model`` (experts one by one)."""
+    for module in model.modules():
+        for value in (getattr(module, name, None) for name in ("weight", "w13", "w2")):
+            for w in value if isinstance(value, list) else [value]:
+                if isinstance(w, QuantizedWeight):
+                    yield w
+
+
+def kernel_counts(model: Transformer) -> dict[str, int]:
+    """How many quantised matrices (experts one by one) each kernel form serves."""
+    counts: dict[str, int] = {}
+    for w in quantized_weights(model):
+        counts[w.kernel] = counts.get(w.kernel, 0) + 1
+    return counts
 
 
 def _place(model: Transformer, name: str, weights: Kernels) -> None:
@@ -160,11 +190,18 @@ def _place(model: Transformer, name: str, weights: Kernels) -> None:
 
 
 def load_quantizing(
-    path: str | Path, spec: QuantSpec, *, dtype: str | None = None, kernel: Kernel = "auto"
+    path: str | Path,
+    spec: QuantSpec,
+    *,
+    dtype: str | None = None,
+    kernel: Kernel = "auto",
+    device: torch.device | None = None,
 ) -> Transformer:
-    """Load a full-precision checkpoint folder and quantise it on the way in."""
+    """Load a full-precision checkpoint folder and quantise it on the way in (on the CPU, one
+    tensor at a time; each quantised matrix then moves to ``device``)."""
     with read_checkpoint(path, dtype=dtype) as (config, get):
-        return build(config, quantize_state(iter_state(get, config), config, spec), kernel)
+        items = quantize_state(iter_state(get, config), config, spec)
+        return build(config, items, kernel, device=device)
 
 
 # -- the file format --------------------------------------------------------------------------
@@ -260,12 +297,17 @@ def _parse_header(raw: str | None, file: Path) -> tuple[QuantSpec, ModelConfig]:
 
 
 def load_quantized(
-    path: str | Path, *, dtype: str | None = None, kernel: Kernel = "auto"
+    path: str | Path,
+    *,
+    dtype: str | None = None,
+    kernel: Kernel = "auto",
+    device: torch.device | None = None,
 ) -> Transformer:
     """Load a folder written by :func:`save_quantized`; every shape is checked against the
-    header's config before any tensor is read, and the matrices are repacked for the kernels."""
+    header's config before any tensor is read, and the matrices are moved to ``device`` and
+    repacked there for the kernels."""
     with read_quantized(path, dtype=dtype) as (config, items):
-        return build(config, items, kernel)
+        return build(config, items, kernel, device=device)
 
 
 @contextmanager

@@ -57,6 +57,26 @@ def test_a_cpu_smoke_run_prints_both_sides_for_decode_and_prefill() -> None:
         assert cells[6] == cells[7] == "–"  # peak memory is CUDA's figure
 
 
+def test_quantised_rows_sit_next_to_the_plain_ones() -> None:
+    out = _bench(
+        "--device", "cpu", "--configs", "bundled", "--rounds", "1",
+        "--decode-tokens", "2", "--prefill-tokens", "8", "--quantize", "int4",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    kinds = [
+        (cells[1], cells[2])
+        for line in out.stdout.splitlines()
+        if line.startswith("| bundled |")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    ]
+    assert kinds == [
+        ("float32", "decode, batch 1"),
+        ("float32 + int4", "decode, batch 1"),
+        ("float32", "prefill 8 x 1"),
+        ("float32 + int4", "prefill 8 x 1"),
+    ]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_cuda_without_a_gpu_is_one_line_naming_the_cpu_flag() -> None:
     out = _bench("--device", "cuda", "--configs", "bundled")

@@ -47,11 +47,13 @@ def test_cuda_without_a_gpu_says_so() -> None:
         local_backend.load(device="cuda")
 
 
-def test_quantised_weights_off_the_cpu_are_refused() -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU to reach the check")
-    with pytest.raises(DeviceError, match="CPU only"):
-        local_backend.load(device="cuda", quantize="int8")
+@requires_cuda
+def test_quantised_weights_run_on_cuda_with_the_device_kernels() -> None:
+    model = local_backend.load(device="cuda", quantize="int8")
+    assert model.device.type == "cuda" and model.dtype == torch.bfloat16
+    assert set(model.quant_kernels()) == {"DeviceInt8Weight"}  # tests/local/test_quant_cuda.py
+    assert model.new_cache().layers[0].k.device.type == "cuda"
+    assert model.tokenizer.decode(_answer(model)).strip() == "Paris"
 
 
 @requires_cuda

@@ -26,7 +26,6 @@ from local_backend.errors import (
 )
 from local_backend.model import Transformer
 from local_backend.quant import (
-    DequantWeight,
     Int4Weight,
     Int8Weight,
     QuantizedLinear,
@@ -83,8 +82,17 @@ def _logits(model: Transformer, ids: list[int]) -> torch.Tensor:
 # -- the quantisers and kernels ---------------------------------------------------------------
 
 
+FORMS = {  # kernel= -> the form it gives, by scheme
+    "native": {"int8": "NativeInt8Weight", "int4": "NativeInt4Weight"},
+    "torch": {"int8": "Int8Weight", "int4": "Int4Weight"},
+    "dequant": {"int8": "DequantWeight", "int4": "DequantWeight"},
+}
+
+
 @pytest.mark.parametrize("spec", SPECS.values(), ids=list(SPECS))
-@pytest.mark.parametrize("shape", [(96, 80), (1536, 1024), (4, 64), (2, 48, 32)])
+@pytest.mark.parametrize(
+    "shape", [(96, 80), (1536, 1024), (4, 64), (2, 48, 32), (4, 36), (40, 100)]
+)
 def test_kernels_compute_the_dequantised_product(spec: QuantSpec, shape: tuple[int, ...]) -> None:
     w = torch.randn(*shape, generator=torch.Generator().manual_seed(0)) * 0.02
     data = quantize(w, spec)
@@ -100,7 +108,7 @@ def test_kernels_compute_the_dequantised_product(spec: QuantSpec, shape: tuple[i
         expected = x @ (matrix[e] if len(shape) == 3 else matrix).T
         for kernel in ("native", "torch", "dequant"):
             weight = to_kernel(one, out_features=n, in_features=k, kernel=kernel)
-            assert weight.kernel == kernel and weight.scheme == spec.scheme
+            assert weight.kernel == FORMS[kernel][spec.scheme] and weight.scheme == spec.scheme
             got = weight.linear(x)
             assert got.dtype == torch.float32 and got.shape == (3, n)
             # the kernels round the activations (bf16, or int8 per block of 32 for ours): the
