@@ -4,9 +4,11 @@
    wqkv, wo and the two routed experts' w13 and w2; then the output head), timed per kernel
    and shown as tokens/s if a step were nothing but those products:
    fp32/bf16 ``torch.mv``, bf16 ``F.linear``, ``_weight_int8pack_mm`` and
-   ``_weight_int4pack_mm_for_cpu`` with bf16 and with fp32 activations, and the dequantise-
-   then-product fallback. Candidates run interleaved round by round, best round kept.
-2. decode: batch-1 greedy decode tok/s of the medium model in fp32, bf16, int8 and int4 (ours),
+   ``_weight_int4pack_mm_for_cpu`` with bf16 and with fp32 activations, our native kernel
+   (local_backend/native) and the dequantise-then-product fallback. Candidates run interleaved
+   round by round, best round kept (one matrix per shape, so small ones stay in the cache).
+2. decode: batch-1 greedy decode tok/s of the medium model in fp32, bf16, int8 and int4 (ours,
+   through our native kernel and, in rows marked so, PyTorch's),
    transformers bf16 and, where llama-cpp-python is installed, llama.cpp on the same
    checkpoint written as GGUF F16, Q8_0 and Q4_0 (gguf-py's own quantiser; in the Q4_0 file
    the output head is Q8_0, as our int4 keeps an int8 head), all in the same run, interleaved,
@@ -15,7 +17,7 @@
 
     python benchmarks/bench_quant.py                  # both parts
     python benchmarks/bench_quant.py --skip-decode --rounds 20
-    python benchmarks/bench_quant.py --skip-kernels --only bf16 int8 "int4 g64" llama.cpp
+    python benchmarks/bench_quant.py --skip-kernels --only "ours bf16" "fp32 residual" llama.cpp
 
 Absolute figures move with the machine's load (read the ratios); the CPU model is printed.
 """
@@ -42,8 +44,9 @@ import local_backend
 from local_backend import native
 from local_backend.checkpoint import save_pretrained
 from local_backend.config import PRESETS, ModelConfig
+from local_backend.kernels import to_kernel
 from local_backend.model import Transformer
-from local_backend.quant import Int4Weight, QuantizedWeight, QuantSpec, quantize, to_kernel
+from local_backend.quant import Int4Weight, QuantizedWeight, QuantSpec, quantize
 
 Kernel = Callable[[torch.Tensor], torch.Tensor]
 
@@ -87,9 +90,13 @@ def candidates(n: int, k: int) -> dict[str, tuple[Kernel, torch.dtype]]:
     }
     for name, spec in specs.items():
         data = quantize(w, spec)
-        fast = to_kernel(data, out_features=n, in_features=k)
-        out[f"{name} kernel, bf16 act"] = (fast.mv, torch.bfloat16)
-        out[f"{name} kernel, fp32 act"] = (_fp32_activations(fast), torch.float32)
+        fast = to_kernel(data, out_features=n, in_features=k, kernel="torch")
+        out[f"{name} PyTorch kernel, bf16 act"] = (fast.mv, torch.bfloat16)
+        out[f"{name} PyTorch kernel, fp32 act"] = (_fp32_activations(fast), torch.float32)
+        if native.library() is not None:
+            ours = to_kernel(data, out_features=n, in_features=k, kernel="native")
+            out[f"{name} native kernel, fp32 act"] = (ours.mv, torch.float32)
+            out[f"{name} native kernel, bf16 act"] = (ours.mv, torch.bfloat16)
         slow = to_kernel(data, out_features=n, in_features=k, kernel="dequant")
         out[f"{name} dequant + mv"] = (slow.mv, torch.float32)
     return out
@@ -285,11 +292,11 @@ def main() -> None:
             print(f"\nload average after the run: {os.getloadavg()}")
             pairs = [
                 ("ours bf16", "llama.cpp F16"),
-                ("ours int8 (bf16 residual)", "llama.cpp Q8_0"),
-                ("ours int4 g64 (bf16 residual)", "llama.cpp Q4_0"),
-                ("ours int4 g32 (bf16 residual)", "llama.cpp Q4_0"),
-                ("ours int8 (bf16 residual) [PyTorch kernels]", "llama.cpp Q8_0"),
-                ("ours int4 g64 (bf16 residual) [PyTorch kernels]", "llama.cpp Q4_0"),
+                ("ours int8 (fp32 residual)", "llama.cpp Q8_0"),
+                ("ours int4 g64 (fp32 residual)", "llama.cpp Q4_0"),
+                ("ours int4 g32 (fp32 residual)", "llama.cpp Q4_0"),
+                ("ours int8 (fp32 residual) [PyTorch kernels]", "llama.cpp Q8_0"),
+                ("ours int4 g64 (fp32 residual) [PyTorch kernels]", "llama.cpp Q4_0"),
             ]
             for ours, theirs in pairs:
                 if ours in rates and theirs in rates:

@@ -59,8 +59,9 @@ from local_backend.gguf_blocks import (
 )
 from local_backend.gguf_file import GGUFFile
 from local_backend.gguf_tokenizer import tokenizer_from_metadata
+from local_backend.kernels import Kernel, to_kernel
 from local_backend.model import Transformer
-from local_backend.quant import SCALE_DTYPE, Kernel, QuantData, QuantSpec, quantize, to_kernel
+from local_backend.quant import SCALE_DTYPE, QuantData, QuantSpec, quantize
 from local_backend.quant_device import to_device
 from local_backend.tokenizer import Tokenizer
 

@@ -42,6 +42,7 @@ stay in the model dtype, as llama.cpp keeps its router.
 
 >>> spec = QuantSpec("int4", group_size=64)
 >>> data = quantize(torch.randn(128, 256), spec)               # doctest: +SKIP
+>>> from local_backend.kernels import to_kernel  # picks the form (ours, PyTorch's, GPU)
 >>> weight = to_kernel(data, out_features=128, in_features=256)  # doctest: +SKIP
 >>> weight.mv(torch.randn(256)).shape                          # doctest: +SKIP
 torch.Size([128])
@@ -49,7 +50,6 @@ torch.Size([128])
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -73,10 +73,8 @@ __all__ = [
     "Scheme",
     "dequantize",
     "quantize",
-    "to_kernel",
 ]
 
-logger = logging.getLogger(__name__)
 
 Scheme = Literal["int8", "int4"]
 SCHEMES: tuple[Scheme, ...] = ("int8", "int4")
@@ -84,12 +82,6 @@ GROUP_SIZES = (32, 64, 128)
 DEFAULT_GROUP_SIZE = 64
 COMPUTE_DTYPE = torch.bfloat16  # activations of the quantised products (measured, see above)
 SCALE_DTYPE = torch.bfloat16  # scales and zeros are rounded to this before the codes are chosen
-# "auto": the fastest form for the data's device (on the CPU our native kernel or PyTorch's,
-# by measurement; elsewhere local_backend.quant_device's); "native", "torch": that CPU kernel;
-# "dequant": dequantise per call (CPU fallback); "portable": the device-generic forms of
-# local_backend.quant_device (what CUDA runs when its fast kernel is not taken), selectable on
-# the CPU so tests run that code.
-Kernel = Literal["auto", "native", "torch", "dequant", "portable"]
 
 
 @dataclass(frozen=True)
@@ -369,38 +361,6 @@ class DequantWeight(QuantizedWeight):
 
     def _mm(self, x: Tensor) -> Tensor:
         return F.linear(x, dequantize(self.data, self.in_features, x.dtype))
-
-
-def to_kernel(
-    data: QuantData, *, out_features: int, in_features: int, kernel: Kernel = "auto"
-) -> QuantizedWeight:
-    """The fastest form this machine offers for ``data`` [N, K]: on the CPU our own kernel
-    (:mod:`local_backend.native`) where it builds and measures faster, else PyTorch's; off the
-    CPU (and for ``kernel="portable"``) the forms of :mod:`local_backend.quant_device`; the
-    dequantising fallback where nothing else applies. ``kernel`` forces one (tests, benchmarks).
-    """
-    if kernel == "portable" or (kernel == "auto" and data.q.device.type != "cpu"):
-        from local_backend.quant_device import device_kernel  # it builds on this module
-
-        fast = () if kernel == "portable" else None
-        return device_kernel(data, out_features=out_features, in_features=in_features, fast=fast)
-    if data.q.device.type == "cpu" and kernel in ("auto", "native"):
-        from local_backend import native
-
-        form = native.native_form(data, out_features, in_features, forced=kernel == "native")
-        if form is not None:
-            return form
-    if data.q.device.type == "cpu" and kernel in ("auto", "torch"):
-        try:
-            if data.scheme == "int8" and hasattr(torch, "_weight_int8pack_mm"):
-                return Int8Weight(data)
-            if data.scheme == "int4" and hasattr(torch, "_weight_int4pack_mm_for_cpu"):
-                return Int4Weight(data, out_features, in_features)
-        except RuntimeError as err:  # a build whose kernel refuses this shape
-            logger.debug(
-                "no %s kernel for [%d, %d]: %s", data.scheme, out_features, in_features, err
-            )
-    return DequantWeight(data, out_features, in_features)
 
 
 class QuantizedLinear(nn.Module):

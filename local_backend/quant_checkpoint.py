@@ -33,18 +33,17 @@ from torch import Tensor
 from local_backend.checkpoint import TORCH_DTYPES, iter_state, read_checkpoint
 from local_backend.config import ModelConfig, normalize_dtype
 from local_backend.errors import CheckpointError, ShapeMismatchError, UnsupportedFormatVersionError
+from local_backend.kernels import Kernel, to_kernel
 from local_backend.model import Transformer
 from local_backend.quant import (
     GROUP_SIZES,
     SCHEMES,
-    Kernel,
     QuantData,
     QuantizedLinear,
     QuantizedWeight,
     QuantSpec,
     portable_shapes,
     quantize,
-    to_kernel,
 )
 from local_backend.quant_device import to_device
 

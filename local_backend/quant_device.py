@@ -5,8 +5,9 @@ Two kinds of code, kept apart so that every line CUDA runs is either tested on t
 checked at run time before it is trusted:
 
 * **portable forms** (:class:`DeviceInt8Weight`, :class:`DeviceInt4Weight`), written only
-  with device-generic tensor ops. On the CPU ``to_kernel(..., kernel="portable")`` selects
-  them, so the tests run exactly the code a GPU runs when no fast kernel is taken.
+  with device-generic tensor ops. On the CPU
+  ``local_backend.kernels.to_kernel(..., kernel="portable")`` selects them, so the tests run
+  exactly the code a GPU runs when no fast kernel is taken.
 
   - int8: ``y = (x @ q.T) * scale`` with ``q`` cast to bf16 per call (every int8 code is
     exact in bf16) and the per-row scale applied to the product, not to the weights.

@@ -289,6 +289,30 @@ def check_torch(needed: Status) -> Iterator[Finding]:
     yield Finding(
         "ok", "torch", f"{importlib.metadata.version('torch')}; devices: {', '.join(devices)}"
     )
+    yield from check_native_kernel()
+
+
+def check_native_kernel() -> Iterator[Finding]:
+    """Whether our int8/int4 CPU kernel builds here (a quantised model runs either way)."""
+    from local_backend import native
+    from local_backend.errors import LocalBackendError
+
+    try:
+        lib = native.library()
+    except LocalBackendError as err:
+        yield Finding("warn", "int8/int4 kernel", str(err), f"unset {native.ENV_VAR}")
+        return
+    if lib is None:
+        why = "off" if native.mode() == "off" else "could not be built (no C compiler?)"
+        yield Finding(
+            "info",
+            "int8/int4 kernel",
+            f"ours {why}: quantised models use PyTorch's kernels (about 2x slower decode)",
+            "" if native.mode() == "off" else "install a C compiler (gcc or clang)",
+        )
+        return
+    simd = "AVX-512 VNNI" if lib.qmv_simd() else "plain C (no AVX-512 VNNI on this CPU)"
+    yield Finding("ok", "int8/int4 kernel", f"ours, built for this CPU: {simd}")
 
 
 CHECKS: tuple[tuple[str, Callable[..., Iterator[Finding]]], ...] = (

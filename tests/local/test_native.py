@@ -17,7 +17,8 @@ torch = pytest.importorskip("torch", reason="needs the local extra: pip install 
 import local_backend  # noqa: E402
 from local_backend import native  # noqa: E402
 from local_backend.errors import LocalBackendError  # noqa: E402
-from local_backend.quant import QuantData, QuantSpec, dequantize, quantize, to_kernel  # noqa: E402
+from local_backend.kernels import to_kernel  # noqa: E402
+from local_backend.quant import QuantData, QuantSpec, dequantize, quantize  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     native.library() is None, reason="no C compiler here: the native kernel cannot be built"
@@ -249,3 +250,16 @@ def test_bundled_model_through_the_native_kernel_answers_as_float32() -> None:
     # measured 23/24 for both on an AMD EPYC (one near-tied reply differs)
     assert same8 >= total - 1, f"int8: {same8}/{total}"
     assert same4 >= total - 3, f"int4: {same4}/{total}"
+
+
+def test_doctor_says_which_kernel_quantised_models_get(fresh_native: pytest.MonkeyPatch) -> None:
+    from tests.helpers.cli import run_cli
+
+    out = run_cli("doctor", "-b", "local").stdout
+    simd = "AVX-512 VNNI" if native.library().qmv_simd() else "plain C"  # type: ignore[union-attr]
+    assert "✓ int8/int4 kernel" in out and f"ours, built for this CPU: {simd}" in out
+    fresh_native.setenv(native.ENV_VAR, "off")
+    native.library.cache_clear()
+    out = run_cli("doctor", "-b", "local").stdout
+    assert "· int8/int4 kernel" in out
+    assert "ours off: quantised models use PyTorch's kernels" in out

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 import local_backend
 from bedrock_mistral.prompt import format_prompt
+from local_backend import native
 from local_backend import quant_checkpoint as qc
 from local_backend.checkpoint import save_pretrained
 from local_backend.config import ModelConfig
@@ -24,6 +25,7 @@ from local_backend.errors import (
     ShapeMismatchError,
     UnsupportedFormatVersionError,
 )
+from local_backend.kernels import to_kernel
 from local_backend.model import Transformer
 from local_backend.quant import (
     Int4Weight,
@@ -32,7 +34,6 @@ from local_backend.quant import (
     QuantSpec,
     dequantize,
     quantize,
-    to_kernel,
 )
 from local_backend.runtime import BUNDLED_WEIGHTS, LocalModel
 from tests.helpers.cli import run_cli
@@ -82,6 +83,9 @@ def _logits(model: Transformer, ids: list[int]) -> torch.Tensor:
 # -- the quantisers and kernels ---------------------------------------------------------------
 
 
+# the CPU kernels to check: ours where this machine can build it (tests/local/test_native.py
+# says so when it cannot), PyTorch's, and the dequantising fallback
+KERNELS = ("native", "torch", "dequant") if native.library() is not None else ("torch", "dequant")
 FORMS = {  # kernel= -> the form it gives, by scheme
     "native": {"int8": "NativeInt8Weight", "int4": "NativeInt4Weight"},
     "torch": {"int8": "Int8Weight", "int4": "Int4Weight"},
@@ -102,18 +106,22 @@ def test_kernels_compute_the_dequantised_product(spec: QuantSpec, shape: tuple[i
     # relative RMS error; measured 0.005-0.008 (int8), 0.075 (int4, 32), 0.095 (int4, 128)
     bound = 0.01 if spec.scheme == "int8" else {32: 0.085, 64: 0.095, 128: 0.11}[spec.group_size]
     assert (matrix - w).pow(2).mean().sqrt() <= bound * w.pow(2).mean().sqrt()
-    x = torch.randn(3, k)
+    x = torch.randn(3, k, generator=torch.Generator().manual_seed(1))
     for e in range(shape[0] if len(shape) == 3 else 1):
         one = data.expert(e) if len(shape) == 3 else data
         expected = x @ (matrix[e] if len(shape) == 3 else matrix).T
-        for kernel in ("native", "torch", "dequant"):
+        for kernel in KERNELS:
             weight = to_kernel(one, out_features=n, in_features=k, kernel=kernel)
             assert weight.kernel == FORMS[kernel][spec.scheme] and weight.scheme == spec.scheme
             got = weight.linear(x)
             assert got.dtype == torch.float32 and got.shape == (3, n)
-            # the kernels round the activations (bf16, or int8 per block of 32 for ours): the
-            # error is that rounding's, not the weights'
-            torch.testing.assert_close(got, expected, atol=0.01 * expected.abs().max(), rtol=0)
+            # the kernels round the activations: to bf16 (8-bit mantissa), or per block of 32
+            # to 15-bit (ours, int8 weights) or 8-bit integers (ours, int4 weights, as
+            # llama.cpp's Q8_0 activations); the error is that rounding's, not the weights'.
+            # Exact agreement with that rounding is tests/local/test_native.py's.
+            coarse = kernel == "native" and spec.scheme == "int4"
+            bound = (0.03 if coarse else 0.01) * expected.abs().max()
+            torch.testing.assert_close(got, expected, atol=bound, rtol=0)
             torch.testing.assert_close(weight.mv(x[0]), got[0], atol=1e-6, rtol=1e-2)
             in_bf16 = weight.linear(x.bfloat16().view(1, 3, k))  # a bf16 model's [B, S, K]
             assert in_bf16.dtype == torch.bfloat16 and in_bf16.shape == (1, 3, n)
@@ -137,7 +145,7 @@ def test_torch_kernel_forms_are_pytorchs_packed_kernels() -> None:
 def test_nbytes_counts_what_a_product_reads(spec: QuantSpec) -> None:
     data = quantize(torch.randn(64, 256), spec)
     stored = sum(t.numel() * t.element_size() for t in data.tensors().values())
-    for kernel in ("native", "torch", "dequant"):
+    for kernel in KERNELS:
         weight = to_kernel(data, out_features=64, in_features=256, kernel=kernel)
         # codes (1 byte or half a byte per weight) plus scales and zeros, in any layout
         assert 64 * 256 * (1 if spec.scheme == "int8" else 0.5) < weight.nbytes <= 2 * stored

@@ -27,6 +27,7 @@ from local_backend.checkpoint import save_pretrained  # noqa: E402
 from local_backend.config import ModelConfig, MoeConfig  # noqa: E402
 from local_backend.decode import decode_step  # noqa: E402
 from local_backend.errors import TokenizerError  # noqa: E402
+from local_backend.kernels import to_kernel  # noqa: E402
 from local_backend.model import Transformer  # noqa: E402
 from local_backend.quant import (  # noqa: E402
     Int4Weight,
@@ -35,7 +36,6 @@ from local_backend.quant import (  # noqa: E402
     QuantSpec,
     dequantize,
     quantize,
-    to_kernel,
 )
 from local_backend.runtime import LocalModel  # noqa: E402
 from tests.helpers.configs import small_moe  # noqa: E402
