@@ -1,19 +1,22 @@
-"""Which product a dense weight's matrix-vector call uses: ``torch.mv`` or ``F.linear``,
-chosen per dtype by measurement on the running machine.
+"""Which product a dense weight's matrix-vector call uses: ``torch.mv``, ``F.linear`` or, for
+bf16, our own kernel (:func:`local_backend.native.dense_mv`), chosen per dtype by measurement
+on the running machine.
 
-Neither is fastest everywhere. On an Intel CPU with AMX, bf16 ``torch.mv`` streamed weights
+None is fastest everywhere. On an Intel CPU with AMX, bf16 ``torch.mv`` streamed weights
 faster than the GEMM path; on an AMD EPYC (AVX-512 BF16, no AMX) ``F.linear`` of one row is
-2-3x faster in bf16, and for tiny float32 matrices ``torch.mv`` wins on dispatch cost alone.
-So the first load of a model in a dtype times both on slices of that model's own matrices (a
-few milliseconds) and remembers the winner for the process; :func:`model.mv
-<local_backend.model.mv>`, ``addmv`` and ``linear`` read it. Both give the same numbers up to
-rounding.
+2-3x faster in bf16 than ``torch.mv``, and our kernel (``vdpbf16ps`` over the rows as they are
+stored) about 2x faster again; for tiny float32 matrices ``torch.mv`` wins on dispatch cost
+alone. So the first load of a model in a dtype times the candidates on slices of that model's
+own matrices (a few milliseconds) and remembers the winner for the process; :func:`model.mv
+<local_backend.model.mv>`, ``addmv`` and ``linear`` read it. All give the same numbers up to
+rounding. Prefill (many rows) always goes through ``F.linear``.
 
 The choice is per dtype, not per device: a process that runs the same dtype on the CPU and on
-a GPU uses the path measured on whichever loaded first (both paths are correct on both).
+a GPU uses the path measured on whichever loaded first (``mv`` and ``linear`` are correct on
+both; the native kernel hands anything not on the CPU to ``F.linear``).
 
-``BEDROCK_MISTRAL_LOCAL_MATVEC=mv`` or ``=linear`` forces one path for every dtype (for
-benchmarks); ``auto`` (or unset) measures.
+``BEDROCK_MISTRAL_LOCAL_MATVEC=mv``, ``=linear`` or ``=native`` (bf16 on the CPU only) forces
+one path for every dtype (for benchmarks); ``auto`` (or unset) measures.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from local_backend.errors import LocalBackendError
 __all__ = [
     "ENV_VAR",
     "LINEAR_DTYPES",
+    "NATIVE_DTYPES",
     "PARALLEL_ENV_VAR",
     "MatvecPath",
     "choose",
@@ -43,11 +47,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MatvecPath = Literal["mv", "linear"]
+MatvecPath = Literal["mv", "linear", "native"]
 ENV_VAR = "BEDROCK_MISTRAL_LOCAL_MATVEC"
 # Dtypes whose dense matrix-vector products go through F.linear; read on every product, so a
 # plain set (a dtype lookup costs ~60 ns, a device lookup several times that).
 LINEAR_DTYPES: set[torch.dtype] = set()
+# Dtypes whose dense matrix-vector products go through our bf16 kernel (local_backend.native):
+# bf16 only, on CPUs with AVX512-BF16, where it measured faster.
+NATIVE_DTYPES: set[torch.dtype] = set()
 _chosen: dict[torch.dtype, MatvecPath] = {}
 
 PARALLEL_ENV_VAR = "BEDROCK_MISTRAL_LOCAL_PARALLEL_BYTES"
@@ -65,6 +72,8 @@ _ROUNDS = 5
 
 def path_for(dtype: torch.dtype) -> MatvecPath:
     """The path products in ``dtype`` take now (``mv`` until a model in it was loaded)."""
+    if dtype in NATIVE_DTYPES:
+        return "native"
     return "linear" if dtype in LINEAR_DTYPES else "mv"
 
 
@@ -81,13 +90,26 @@ def choose(weights: Sequence[Tensor]) -> MatvecPath:
     dtype = weights[0].dtype
     if dtype not in _chosen:
         forced = _forced()
+        if forced == "native" and not _native_applies(weights[0]):
+            logger.info("%s=native applies to bf16 on the CPU only: %s uses mv", ENV_VAR, dtype)
+            forced = "mv"
         path = forced or _measure(weights)
         _chosen[dtype] = path
+        LINEAR_DTYPES.discard(dtype)
+        NATIVE_DTYPES.discard(dtype)
         if path == "linear":
             LINEAR_DTYPES.add(dtype)
-        else:
-            LINEAR_DTYPES.discard(dtype)
+        elif path == "native":
+            NATIVE_DTYPES.add(dtype)
     return _chosen[dtype]
+
+
+def _native_applies(weight: Tensor) -> bool:
+    if weight.dtype is not torch.bfloat16 or weight.device.type != "cpu":
+        return False
+    from local_backend import native
+
+    return native.dense_available()
 
 
 def parallel_min_bytes() -> int | None:
@@ -111,10 +133,10 @@ def _forced() -> MatvecPath | None:
     value = os.environ.get(ENV_VAR, "auto").strip().lower()
     if value in ("", "auto"):
         return None
-    if value not in ("mv", "linear"):
-        raise LocalBackendError(f"{ENV_VAR}={value!r}: use mv, linear or auto")
+    if value not in ("mv", "linear", "native"):
+        raise LocalBackendError(f"{ENV_VAR}={value!r}: use mv, linear, native or auto")
     logger.info("matrix-vector path forced by %s: %s", ENV_VAR, value)
-    return "mv" if value == "mv" else "linear"
+    return "mv" if value == "mv" else "linear" if value == "linear" else "native"
 
 
 def _measure(weights: Sequence[Tensor]) -> MatvecPath:
@@ -128,6 +150,10 @@ def _measure(weights: Sequence[Tensor]) -> MatvecPath:
         "mv": torch.mv,
         "linear": lambda w, x: F.linear(x, w),
     }
+    if _native_applies(cases[0]):
+        from local_backend import native
+
+        paths["native"] = native.dense_mv
     best = dict.fromkeys(paths, float("inf"))
     with torch.inference_mode():
         for fn in paths.values():  # warm up: first calls pick kernels, fault pages in
@@ -141,14 +167,15 @@ def _measure(weights: Sequence[Tensor]) -> MatvecPath:
                     fn(w, x)
                 sync()
                 best[name] = min(best[name], time.perf_counter() - started)
-    path: MatvecPath = "linear" if best["linear"] < 0.95 * best["mv"] else "mv"
+    path = min(best, key=best.__getitem__)
+    if best[path] >= 0.95 * best["mv"]:
+        path = "mv"
     logger.info(
-        "matrix-vector path for %s on %s: %s (mv %.0f us, linear %.0f us)",
+        "matrix-vector path for %s on %s: %s (%s)",
         str(cases[0].dtype).removeprefix("torch."),
         device.type,
         path,
-        best["mv"] * 1e6,
-        best["linear"] * 1e6,
+        ", ".join(f"{name} {seconds * 1e6:.0f} us" for name, seconds in best.items()),
     )
     return path
 
@@ -166,3 +193,4 @@ def reset() -> None:
     """Forget every choice (tests; the next load measures again)."""
     _chosen.clear()
     LINEAR_DTYPES.clear()
+    NATIVE_DTYPES.clear()

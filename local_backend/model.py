@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from local_backend import native
 from local_backend.cache import KVCache, LayerKV, StepPlan, window_mask
 from local_backend.config import ModelConfig
-from local_backend.matvec import LINEAR_DTYPES
+from local_backend.matvec import LINEAR_DTYPES, NATIVE_DTYPES
 from local_backend.quant import QuantizedWeight
 
 __all__ = [
@@ -63,12 +64,17 @@ class Embedding(nn.Embedding):
 
 def linear(x: Tensor, weight: Weight) -> Tensor:
     """``F.linear`` without bias, except that a single row (a decode step) goes through
-    ``torch.mv`` where that is the faster product for the weight's dtype on this machine
-    (:mod:`local_backend.matvec` measures it at load). A quantised weight runs its kernel."""
+    ``torch.mv`` or our bf16 kernel where that is the faster product for the weight's dtype on
+    this machine (:mod:`local_backend.matvec` measures it at load). A quantised weight runs its
+    kernel."""
     if not isinstance(weight, Tensor):
         return weight.linear(x)
     if weight.dtype in LINEAR_DTYPES:
         return F.linear(x, weight)
+    if weight.dtype in NATIVE_DTYPES:
+        if x.numel() != weight.shape[1]:
+            return F.linear(x, weight)  # prefill: the GEMM
+        return native.dense_mv(weight, x.reshape(-1)).view(*x.shape[:-1], weight.shape[0])
     if x.dim() == 1:
         return torch.mv(weight, x)
     if x.numel() == weight.shape[1]:
@@ -82,6 +88,8 @@ def mv(weight: Weight, x: Tensor) -> Tensor:
         return weight.mv(x)
     if weight.dtype in LINEAR_DTYPES:
         return F.linear(x, weight)
+    if weight.dtype in NATIVE_DTYPES:
+        return native.dense_mv(weight, x)
     return torch.mv(weight, x)
 
 
@@ -91,6 +99,8 @@ def addmv(residual: Tensor, weight: Weight, x: Tensor, alpha: float = 1.0) -> Te
         return weight.addmv(residual, x, alpha)
     if weight.dtype in LINEAR_DTYPES:
         return torch.add(residual, F.linear(x, weight), alpha=alpha)
+    if weight.dtype in NATIVE_DTYPES:
+        return native.dense_mv(weight, x, residual, alpha)
     return torch.addmv(residual, weight, x, alpha=alpha)
 
 

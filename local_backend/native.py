@@ -130,6 +130,9 @@ def bind(path: Path) -> ctypes.CDLL:
     lib.qmv_int4.argtypes = [_ptr, _ptr, _ptr, _i64, _i64, _i64, _int, _ptr, _int, _i64, *out]
     lib.qmv_int4.restype = _int
     lib.qmv_simd.restype = _int
+    lib.qmv_dense_bf16.argtypes = [_ptr, _i64, _i64, _ptr, _int, *out]
+    lib.qmv_dense_bf16.restype = _int
+    lib.qmv_dense_simd.restype = _int
     return lib
 
 
@@ -363,3 +366,51 @@ def _random_weights(scheme: str, n: int, k: int, group: int = 64) -> QuantData:
     codes = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, generator=gen)
     scales = scale.view(n, 1).expand(n, k // group).contiguous()
     return QuantData("int4", codes, scales, torch.zeros_like(scales), group)
+
+
+# -- dense bf16 matrix-vector products (see matvec.py, which measures when to use them) ------
+
+
+def dense_available() -> bool:
+    """Whether the bf16 matrix-vector kernel is built with its vector instructions (AVX512-BF16)
+    here: the plain-C fallback is never faster than PyTorch, so it is not even timed."""
+    lib = library()
+    return lib is not None and bool(lib.qmv_dense_simd())
+
+
+def dense_mv(
+    weight: Tensor, x: Tensor, residual: Tensor | None = None, alpha: float = 1.0
+) -> Tensor:
+    """``weight @ x`` (or ``residual + alpha * weight @ x``) for a row-major bf16 weight [N, K]
+    on the CPU and a vector x [K]; anything else goes to ``F.linear``. The result has x's dtype
+    (residual's, when given)."""
+    lib = library()
+    out_dtype = x.dtype if residual is None else residual.dtype
+    if (
+        lib is None
+        or weight.dtype is not torch.bfloat16
+        or not weight.is_cpu
+        or not weight.is_contiguous()
+        or x.dtype not in _KERNEL_DTYPES
+        or out_dtype not in _KERNEL_DTYPES
+        or (residual is not None and not residual.is_contiguous())
+    ):
+        y = F.linear(x, weight)
+        return y if residual is None else torch.add(residual, y.to(out_dtype), alpha=alpha)
+    x = x.contiguous()
+    n, k = weight.shape
+    y = torch.empty(n, dtype=out_dtype)
+    status = lib.qmv_dense_bf16(
+        weight.data_ptr(),
+        n,
+        k,
+        x.data_ptr(),
+        int(x.dtype is torch.bfloat16),
+        y.data_ptr(),
+        int(out_dtype is torch.bfloat16),
+        None if residual is None else residual.data_ptr(),
+        alpha,
+    )
+    if status:
+        raise MemoryError("native bf16 matrix-vector product: out of memory")
+    return y

@@ -1,4 +1,5 @@
-"""The measured choice between ``torch.mv`` and ``F.linear`` for dense matrix-vector products."""
+"""The measured choice between ``torch.mv``, ``F.linear`` and our bf16 kernel for dense
+matrix-vector products."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import local_backend
-from local_backend import matvec
+from local_backend import matvec, native
 from local_backend.decode import decode_step
 from local_backend.errors import LocalBackendError
 from local_backend.model import Transformer, addmv, linear, mv
@@ -24,6 +26,13 @@ def fresh_choice(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     matvec.reset()
     yield
     matvec.reset()
+
+
+# the paths to compare, per dtype: ours for bf16 where this machine has AVX512-BF16
+PATHS = {
+    torch.float32: ("mv", "linear"),
+    torch.bfloat16: ("mv", "linear", "native") if native.dense_available() else ("mv", "linear"),
+}
 
 
 def _force(monkeypatch: pytest.MonkeyPatch, path: str, weight: torch.Tensor) -> None:
@@ -44,13 +53,48 @@ def test_both_paths_give_the_same_numbers(
         torch.randn(96, dtype=dtype),
     )
     results = {}
-    for path in ("mv", "linear"):
+    for path in PATHS[dtype]:
         _force(monkeypatch, path, w)
         results[path] = (mv(w, x), addmv(r, w, x, 0.25), linear(x[None, None], w))
     tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 0.1, "rtol": 0.02}
-    for a, b in zip(results["mv"], results["linear"], strict=True):
-        assert a.shape == b.shape and a.dtype == b.dtype == dtype
-        torch.testing.assert_close(a, b, **tol)
+    for path in PATHS[dtype][1:]:
+        for a, b in zip(results["mv"], results[path], strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype == dtype
+            torch.testing.assert_close(a, b, **tol)
+
+
+def test_the_native_bf16_product_is_the_float32_product_rounded() -> None:
+    """Our bf16 kernel: float32 sums of exact bf16 products, one rounding at the end; odd
+    shapes (K not a multiple of the vector), a fused residual, and what it hands to F.linear."""
+    if not native.dense_available():
+        pytest.skip("no AVX512-BF16 build of the native kernel here")
+    gen = torch.Generator().manual_seed(5)
+    for n, k in ((96, 64), (37, 100), (300, 1000), (5, 7)):
+        w = torch.randn(n, k, generator=gen).bfloat16()
+        x = torch.randn(k, generator=gen).bfloat16()
+        exact = w.double() @ x.double()
+        got = native.dense_mv(w, x)
+        assert got.dtype == torch.bfloat16 and got.shape == (n,)
+        assert (got.double() - exact).abs().max() <= 2**-8 * exact.abs().max()  # bf16 rounding
+        in_f32 = native.dense_mv(w, x.float())  # float32 x is rounded to bf16 first
+        assert in_f32.dtype == torch.float32
+        torch.testing.assert_close(
+            in_f32.double(), exact, atol=1e-5 * float(exact.abs().max()), rtol=0
+        )
+        r = torch.randn(n, generator=gen)
+        fused = native.dense_mv(w, x.float(), r, -0.5)
+        torch.testing.assert_close(fused, r - 0.5 * in_f32, atol=1e-5, rtol=1e-5)
+        strided = torch.randn(k, n, generator=gen).bfloat16().T  # not row-major: F.linear's
+        torch.testing.assert_close(native.dense_mv(strided, x), F.linear(x, strided))
+
+
+def test_native_forced_on_float32_keeps_mv(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(matvec.ENV_VAR, "native")
+    with caplog.at_level(logging.INFO, logger="local_backend.matvec"):
+        assert matvec.choose([torch.randn(8, 8)]) == "mv"
+    assert "native applies to bf16 on the CPU only" in caplog.text
 
 
 @pytest.mark.parametrize("config", [SMALL_MOE, small_moe(moe=None)], ids=["moe", "dense"])
@@ -65,6 +109,24 @@ def test_decode_steps_agree_on_both_paths(monkeypatch: pytest.MonkeyPatch, confi
             model.forward_last(torch.tensor([[1, 5, 9]]), cache)
             logits[path] = torch.stack([decode_step(model, t, cache) for t in (3, 7, 11)])
     torch.testing.assert_close(logits["mv"], logits["linear"], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("config", [SMALL_MOE, small_moe(moe=None)], ids=["moe", "dense"])
+def test_bf16_decode_steps_agree_on_every_path(
+    monkeypatch: pytest.MonkeyPatch, config: object
+) -> None:
+    torch.manual_seed(0)
+    model = Transformer(config).eval().to(torch.bfloat16)  # type: ignore[arg-type]
+    logits = {}
+    for path in PATHS[torch.bfloat16]:
+        _force(monkeypatch, path, model.output.weight)
+        with torch.inference_mode():
+            cache = model.new_cache(1)
+            full = model(torch.tensor([[1, 5, 9, 3, 7, 11]]))[0, 3:]
+            model.forward_last(torch.tensor([[1, 5, 9]]), cache)
+            logits[path] = torch.stack([decode_step(model, t, cache) for t in (3, 7, 11)])
+        # each path's decode steps agree with the full forward (F.linear) within bf16 rounding
+        torch.testing.assert_close(logits[path].float(), full.float(), atol=0.05, rtol=0.05)
 
 
 def test_the_choice_is_measured_once_per_dtype_and_inspectable(
