@@ -16,8 +16,9 @@ machine slows both alike: read the ratios; absolute numbers move with the machin
     python benchmarks/bench_model.py                      # bundled and medium, fp32 and bf16
     python benchmarks/bench_model.py --configs bundled --dtypes float32 --rounds 3
 
-``--compare-matvec`` adds our decode with each dense matrix-vector path forced (``torch.mv``
-and ``F.linear``, see ``local_backend.matvec``) to the same interleaved rounds, and prints them
+``--compare-matvec`` adds our decode with each dense matrix-vector path forced (``torch.mv``,
+``F.linear`` and, for bf16, our kernel; see ``local_backend.matvec``) to the same interleaved
+rounds, and prints them
 with the path the load measured as the faster.
 
 ``--compare-threads`` adds our decode with ``BEDROCK_MISTRAL_LOCAL_PARALLEL_BYTES=off`` (every
@@ -48,7 +49,7 @@ import torch
 from transformers import MixtralForCausalLM
 
 import local_backend
-from local_backend import matvec
+from local_backend import matvec, native
 from local_backend.checkpoint import TORCH_DTYPES, save_pretrained
 from local_backend.config import PRESETS, DType, ModelConfig
 from local_backend.decode import decode_step
@@ -198,7 +199,7 @@ def measure(sides: Sides, args: argparse.Namespace) -> dict[str, float]:
     sides.ours_decode(prompt, 4)  # warm-up
     sides.ref_decode(prompt, 4)
     if args.compare_matvec:
-        for path in ("mv", "linear"):
+        for path in _matvec_paths(sides.ours.dtype):
             runs[f"ours_decode_{path}"] = _forced(
                 path, sides.ours.dtype, lambda: sides.ours_decode(prompt, args.decode_tokens)
             )
@@ -212,22 +213,26 @@ def measure(sides: Sides, args: argparse.Namespace) -> dict[str, float]:
 
 def _forced(path: str, dtype: torch.dtype, run: Callable[[], float]) -> Callable[[], float]:
     """``run`` with ``dtype``'s dense products forced through ``path``, then the choice back."""
+    sets = {"linear": matvec.LINEAR_DTYPES, "native": matvec.NATIVE_DTYPES}
 
     def forced() -> float:
-        chosen = dtype in matvec.LINEAR_DTYPES
-        if path == "linear":
-            matvec.LINEAR_DTYPES.add(dtype)
-        else:
-            matvec.LINEAR_DTYPES.discard(dtype)
+        before = matvec.path_for(dtype)
+        for name, members in sets.items():
+            (members.add if name == path else members.discard)(dtype)
         try:
             return run()
         finally:
-            if chosen:
-                matvec.LINEAR_DTYPES.add(dtype)
-            else:
-                matvec.LINEAR_DTYPES.discard(dtype)
+            for name, members in sets.items():
+                (members.add if name == before else members.discard)(dtype)
 
     return forced
+
+
+def _matvec_paths(dtype: torch.dtype) -> tuple[str, ...]:
+    """The dense matrix-vector paths ``--compare-matvec`` forces for ``dtype``."""
+    if dtype == torch.bfloat16 and native.dense_available():
+        return ("mv", "linear", "native")
+    return ("mv", "linear")
 
 
 def _env(name: str, value: str, run: Callable[[], float]) -> Callable[[], float]:
@@ -293,10 +298,13 @@ def run_config(name: str, args: argparse.Namespace, bandwidth: float) -> None:
             ]
             print("| " + " | ".join(cells) + " |", flush=True)
             if args.compare_matvec:
-                mv, lin = 1 / r["ours_decode_mv"], 1 / r["ours_decode_linear"]
+                forced = ", ".join(
+                    f"with {path} {1 / r[f'ours_decode_{path}']:.1f} tok/s "
+                    f"({1 / r[f'ours_decode_{path}'] / ref:.2f}x)"
+                    for path in _matvec_paths(sides.ours.dtype)
+                )
                 print(
-                    f"|   ↳ {name} {dtype}: ours decode with mv {mv:.1f} tok/s "
-                    f"({mv / ref:.2f}x), with linear {lin:.1f} tok/s ({lin / ref:.2f}x); "
+                    f"|   ↳ {name} {dtype}: ours decode {forced}; "
                     f"measured choice: {sides.ours.matvec_path} |",
                     flush=True,
                 )

@@ -407,22 +407,11 @@ def _tensors(
 # -- entry point ----------------------------------------------------------------------------
 
 
-def _default_dtype(f: GGUFFile, spec: QuantSpec | None) -> DType:
-    """bfloat16 where F16/BF16 matrices stay dense products (half float32's memory), else
-    float32: an all-F32 file, or one whose every product matrix becomes int8/int4, where the
-    native kernel reads float32 activations as they are and the small per-token operations
-    (norms, RoPE, router, attention) are 1.2x faster per token than in bf16 on CPUs without
-    AMX (benchmarks/RESULTS.md)."""
-    tied = "output.weight" not in f.tensors
-    dense = {
-        info.type_name
-        for name, info in f.tensors.items()
-        if len(info.shape) > 1
-        and info.type_name in FLOAT_TYPES
-        and "ffn_gate_inp" not in name  # the router stays in the model dtype either way
-        and (name != "token_embd.weight" or tied)  # a row lookup, unless it is the head too
-    }
-    return "float32" if spec is not None or dense <= {"F32"} else "bfloat16"
+def _default_dtype(f: GGUFFile) -> DType:
+    """float32 for an all-F32 file, else bfloat16: half float32's memory for the embedding and
+    the KV cache (pass dtype="float32" for a faster decode, see docs/gguf.md)."""
+    types = {info.type_name for info in f.tensors.values() if len(info.shape) > 1}
+    return "float32" if types <= {"F32"} else "bfloat16"
 
 
 def load_gguf(
@@ -449,7 +438,7 @@ def load_gguf(
             config.tie_embeddings = True
         plan = _plan(f, config)
         _check(f, plan)
-        target = normalize_dtype(dtype, default=_default_dtype(f, spec))
+        target = normalize_dtype(dtype, default=_default_dtype(f))
         config.dtype = target
         try:
             tokenizer: Tokenizer | TokenizerError = tokenizer_from_metadata(f.metadata, str(f.path))

@@ -252,8 +252,8 @@ class NativeInt8Weight(_NativeWeight):
         self.out_features, self.in_features = data.q.shape
         self.k_padded = -(-self.in_features // 32) * 32
         rows = -(-self.out_features // TILE) * TILE
-        codes = data.q.view(torch.uint8) ^ 0x80  # w + 128: the kernel's unsigned operand
-        self.wu = _tiles(_padded(codes, rows, self.k_padded, value=0x80), 32)
+        self.wu = _tiles(_padded(data.q.view(torch.uint8), rows, self.k_padded), 32)
+        self.wu ^= 0x80  # w + 128, the kernel's unsigned operand (in place: one copy at a time)
         self.scale = _padded(data.scale.float().view(-1, 1), rows, 1).view(-1).contiguous()
         self._fn = lib.qmv_int8
         self._before = (
