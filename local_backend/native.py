@@ -39,7 +39,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from local_backend.errors import LocalBackendError
-from local_backend.quant import Int4Weight, Int8Weight, QuantData, QuantizedWeight
+from local_backend.quant import (
+    Int4Weight,
+    Int8Weight,
+    QuantData,
+    QuantizedWeight,
+    padded_int4_rows,
+)
 
 __all__ = [
     "ENV_VAR",
@@ -157,10 +163,10 @@ def _cpu_flags() -> str:
 # -- kernel forms -----------------------------------------------------------------------------
 
 
-def _padded(t: Tensor, rows: int, cols: int, value: int = 0) -> Tensor:
-    """``t`` [N, C] padded to [rows, cols] with ``value``."""
+def _padded(t: Tensor, rows: int, cols: int) -> Tensor:
+    """``t`` [N, C] padded with zeros to [rows, cols]."""
     pad_rows, pad_cols = rows - t.shape[0], cols - t.shape[1]
-    return F.pad(t, (0, pad_cols, 0, pad_rows), value=value) if pad_rows or pad_cols else t
+    return F.pad(t, (0, pad_cols, 0, pad_rows)) if pad_rows or pad_cols else t
 
 
 def _tiles(t: Tensor, word_bytes: int) -> Tensor:
@@ -273,15 +279,13 @@ class NativeInt4Weight(_NativeWeight):
     def __init__(
         self, data: QuantData, out_features: int, in_features: int, lib: ctypes.CDLL
     ) -> None:
-        assert data.zero is not None
         self.out_features, self.in_features = out_features, in_features
         self.group_size = data.group_size
         self.k_padded = 2 * data.q.shape[1]  # whole groups already
-        rows = -(-out_features // TILE) * TILE
-        groups = self.k_padded // self.group_size
-        self.q = _tiles(_padded(data.q, rows, self.k_padded // 2, value=0x88), 16)
-        self.scale = _row_tiles(_padded(_bf16_bits(data.scale), rows, groups))
-        self.zero = _row_tiles(_padded(_bf16_bits(data.zero), rows, groups))
+        q, scale, zero = padded_int4_rows(data, -(-out_features // TILE) * TILE)
+        self.q = _tiles(q, 16)
+        self.scale = _row_tiles(_bf16_bits(scale))
+        self.zero = _row_tiles(_bf16_bits(zero))
         self._fn = lib.qmv_int4
         self._before = (
             self.q.data_ptr(),

@@ -33,7 +33,7 @@ PyTorch's kernels get bf16 activations: on the AVX-512 AMD EPYC we measured (2 t
 97 and 198 ms with float32 ones, against 37 ms for bf16 ``torch.mv`` and 520-980 ms for
 dequantise-then-product (``benchmarks/bench_quant.py``); each of their products casts its
 input to bf16 and its output back. The native kernel reads float32 or bf16 as it is and is
-1.6-1.9x faster again (``benchmarks/RESULTS.md``).
+1.6-2.3x faster again in a decode (``benchmarks/RESULTS.md``).
 
 What is quantised: every attention and feed-forward matrix, experts included, and the output
 head (int8 in both schemes: its error goes straight into the logits). The embedding (a row
@@ -305,12 +305,8 @@ class Int4Weight(QuantizedWeight):
     scheme = "int4"
 
     def __init__(self, data: QuantData, out_features: int, in_features: int) -> None:
-        assert data.zero is not None
-        q, scale, zero = data.q, data.scale, data.zero
         n_pad = -out_features % 16
-        if n_pad:
-            q = F.pad(q, (0, 0, 0, n_pad), value=0x88)  # code 8 in both nibbles
-            scale, zero = F.pad(scale, (0, 0, 0, n_pad)), F.pad(zero, (0, 0, 0, n_pad))
+        q, scale, zero = padded_int4_rows(data, out_features + n_pad)
         self.packed = _int4pack(q)
         # [G, Np, 2]: the kernel's scale-and-zero table, in the activations' dtype
         self.scale_zero = torch.stack([scale, zero], dim=-1).transpose(0, 1).to(COMPUTE_DTYPE)
@@ -326,6 +322,19 @@ class Int4Weight(QuantizedWeight):
             x = F.pad(x, (0, self.k_pad))
         out = torch._weight_int4pack_mm_for_cpu(x, self.packed, self.group_size, self.scale_zero)
         return out[:, : self.out_features] if self.n_padded else out
+
+
+def padded_int4_rows(data: QuantData, rows: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Codes, scales and zeros of int4 ``data`` [N, ...] with rows of zero weight (code 8,
+    scale and zero 0) added up to ``rows``: kernels that work on blocks of rows want whole
+    blocks."""
+    assert data.zero is not None
+    q, scale, zero = data.q, data.scale, data.zero
+    n_pad = rows - q.shape[0]
+    if n_pad:
+        q = F.pad(q, (0, 0, 0, n_pad), value=0x88)  # code 8 in both nibbles
+        scale, zero = F.pad(scale, (0, 0, 0, n_pad)), F.pad(zero, (0, 0, 0, n_pad))
+    return q, scale, zero
 
 
 def _int4pack(q: Tensor) -> Tensor:

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from local_backend.quant import COMPUTE_DTYPE, QuantData, QuantizedWeight
+from local_backend.quant import COMPUTE_DTYPE, QuantData, QuantizedWeight, padded_int4_rows
 
 __all__ = [
     "FAST_KERNELS",
@@ -142,12 +142,8 @@ class CudaInt4Weight(QuantizedWeight):
     scheme = "int4"
 
     def __init__(self, data: QuantData, out_features: int, in_features: int) -> None:
-        assert data.zero is not None
-        q, scale, zero = data.q, data.scale, data.zero
         n_pad = -out_features % 8
-        if n_pad:
-            q = F.pad(q, (0, 0, 0, n_pad), value=0x88)  # code 8 in both nibbles
-            scale, zero = F.pad(scale, (0, 0, 0, n_pad)), F.pad(zero, (0, 0, 0, n_pad))
+        q, scale, zero = padded_int4_rows(data, out_features + n_pad)
         kp = 2 * q.shape[1]
         self.inner_k_tiles = next(t for t in (8, 4, 2) if kp % (16 * t) == 0)
         swapped = ((q << 4) | (q >> 4)).contiguous()  # column 2j to the high nibble

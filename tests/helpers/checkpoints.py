@@ -183,3 +183,17 @@ def _hf_tensors(reference: Any) -> dict[str, torch.Tensor]:
         for f in files:
             out.update(load_file(str(f)))
         return out
+
+
+def random_checkpoints(factory: Any, configs: dict[str, Any], seed: int = 0) -> dict[str, Path]:
+    """One folder per config holding a randomly initialised model (``factory`` is pytest's
+    ``tmp_path_factory``, so module-scoped fixtures can share them)."""
+    from local_backend.checkpoint import save_pretrained
+    from local_backend.model import Transformer
+
+    paths = {}
+    for name, config in configs.items():
+        torch.manual_seed(seed)
+        paths[name] = factory.mktemp(name)
+        save_pretrained(Transformer(config), None, paths[name])
+    return paths

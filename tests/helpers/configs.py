@@ -22,3 +22,14 @@ SMALL_MOE = ModelConfig(
 def small_moe(**changes: Any) -> ModelConfig:
     """:data:`SMALL_MOE` with ``changes`` (vocabulary, window, context length, ...)."""
     return replace(SMALL_MOE, **changes)
+
+
+# The random configs the quantisation tests share: MoE with K=48 (not a whole int4 group:
+# padded), dense with head_dim 24 and one KV head, and a tied MoE.
+QUANT_CONFIGS = {
+    "moe": small_moe(),
+    "dense": ModelConfig(
+        dim=64, n_layers=2, n_heads=4, n_kv_heads=1, head_dim=24, hidden_dim=96, vocab_size=80
+    ),
+    "tied-moe": small_moe(dim=64, hidden_dim=128, tie_embeddings=True, sliding_window=None),
+}

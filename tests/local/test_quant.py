@@ -17,7 +17,6 @@ import local_backend
 from bedrock_mistral.prompt import format_prompt
 from local_backend import native
 from local_backend import quant_checkpoint as qc
-from local_backend.checkpoint import save_pretrained
 from local_backend.config import ModelConfig
 from local_backend.decode import decode_step
 from local_backend.errors import (
@@ -36,18 +35,12 @@ from local_backend.quant import (
     quantize,
 )
 from local_backend.runtime import BUNDLED_WEIGHTS, LocalModel
+from tests.helpers.checkpoints import random_checkpoints
 from tests.helpers.cli import run_cli
-from tests.helpers.configs import small_moe
+from tests.helpers.configs import QUANT_CONFIGS, small_moe
 from training.data import heldout
 
-# Random configs: MoE with K=48 (not a whole int4 group: padded), dense with head_dim 24, tied.
-CONFIGS = {
-    "moe": small_moe(),
-    "dense": ModelConfig(
-        dim=64, n_layers=2, n_heads=4, n_kv_heads=1, head_dim=24, hidden_dim=96, vocab_size=80
-    ),
-    "tied-moe": small_moe(dim=64, hidden_dim=128, tie_embeddings=True, sliding_window=None),
-}
+CONFIGS = QUANT_CONFIGS
 SPECS = {
     "int8": QuantSpec("int8"),
     "int4-32": QuantSpec("int4", 32),
@@ -57,12 +50,7 @@ SPECS = {
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    paths = {}
-    for name, config in CONFIGS.items():
-        torch.manual_seed(0)
-        paths[name] = tmp_path_factory.mktemp(name)
-        save_pretrained(Transformer(config), None, paths[name])
-    return paths
+    return random_checkpoints(tmp_path_factory, CONFIGS)
 
 
 @pytest.fixture(params=sorted(CONFIGS))

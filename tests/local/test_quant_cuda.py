@@ -23,7 +23,6 @@ from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 import local_backend  # noqa: E402
 from local_backend import quant_checkpoint as qc  # noqa: E402
 from local_backend import quant_device as qd  # noqa: E402
-from local_backend.checkpoint import save_pretrained  # noqa: E402
 from local_backend.config import ModelConfig, MoeConfig  # noqa: E402
 from local_backend.decode import decode_step  # noqa: E402
 from local_backend.errors import TokenizerError  # noqa: E402
@@ -38,7 +37,8 @@ from local_backend.quant import (  # noqa: E402
     quantize,
 )
 from local_backend.runtime import LocalModel  # noqa: E402
-from tests.helpers.configs import small_moe  # noqa: E402
+from tests.helpers.checkpoints import random_checkpoints  # noqa: E402
+from tests.helpers.configs import QUANT_CONFIGS, small_moe  # noqa: E402
 from tests.helpers.devices import requires_cuda  # noqa: E402
 
 SPECS = {
@@ -49,12 +49,7 @@ SPECS = {
 }
 # N not a multiple of 8 or 16, K not a multiple of any group, and a tidy real-model shape
 SHAPES = [(37, 100), (130, 200), (5, 40), (96, 256)]
-CONFIGS = {
-    "moe": small_moe(),
-    "dense": ModelConfig(
-        dim=64, n_layers=2, n_heads=4, n_kv_heads=1, head_dim=24, hidden_dim=96, vocab_size=80
-    ),
-}
+CONFIGS = {name: QUANT_CONFIGS[name] for name in ("moe", "dense")}
 GGUF_CONFIG = ModelConfig(
     dim=64,
     n_layers=2,
@@ -228,12 +223,7 @@ def test_the_cuda_int4_form_fits_the_kernels_shape_rules(n: int, k: int, group: 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    paths = {}
-    for name, config in CONFIGS.items():
-        torch.manual_seed(0)
-        paths[name] = tmp_path_factory.mktemp(name)
-        save_pretrained(Transformer(config), None, paths[name])
-    return paths
+    return random_checkpoints(tmp_path_factory, CONFIGS)
 
 
 def _prompts(vocab: int, n: int, length: int = 10) -> list[list[int]]:
