@@ -1,21 +1,26 @@
-"""Our own int8/int4 matrix-vector kernel (``native/qmv.c``), compiled on the running machine.
+"""Our own CPU matrix-vector kernels (``native/qmv.c``), compiled on the running machine.
 
-PyTorch's weight-only kernels widen each weight to bf16 and multiply in floating point; at
-batch 1 that reads weights at well under the memory's speed. ``qmv.c`` quantises the
-activations to int8 in blocks of 32 and runs integer dot products of bytes (AVX-512 VNNI), as
-llama.cpp does for its Q8_0/Q4_0 files. It is C with no PyTorch headers, built with the
-system's C compiler (``-O3 -march=native -fopenmp``: the machine that runs it is the one that
-builds it) in about a second, cached by source, compiler and CPU, and called through ctypes
-(which releases the GIL).
+At batch 1 a product is a stream of weights from memory. PyTorch's weight-only int8/int4
+kernels widen each weight to bf16 and multiply in floating point, and its bf16 product converts
+as it goes: both read well under the memory's speed. ``qmv.c`` has (1) int8/int4 products that
+round the activations to integers in blocks of 32 and run integer dot products of bytes
+(AVX-512 VNNI) over 16-row weight tiles, as llama.cpp does for its Q8_0/Q4_0 files, and (2) a
+dense bf16 product (AVX512-BF16 ``vdpbf16ps``) over rows as the model stores them, a candidate
+of :mod:`local_backend.matvec`'s measured choice. It is C with no PyTorch headers, built with
+the system's C compiler (``-O3 -march=native -fopenmp``: the machine that runs it is the one
+that builds it) in about a second, cached by source, compiler and CPU, and called through
+ctypes (which releases the GIL); its OpenMP threads are PyTorch's (same libgomp), so
+``torch.set_num_threads`` applies.
 
-Where it runs: :func:`library` returns None (and the PyTorch kernels are used) when there is
-no compiler, the build fails, or ``BEDROCK_MISTRAL_LOCAL_NATIVE=off``. Where it does build,
-:func:`wins` times it against the PyTorch kernel on one matrix of each scheme, once per
+Where it runs: :func:`library` returns None (and PyTorch's kernels are used) when there is no
+compiler, the build fails, or ``BEDROCK_MISTRAL_LOCAL_NATIVE=off``. Where it does build,
+:func:`wins` times the int8/int4 kernel against PyTorch's on one matrix of each scheme, once per
 process, and it is used only where it is faster (``=on`` skips the timing). On a CPU without
 AVX-512 VNNI the library is plain C, which the timing will usually reject.
 
-Numerics: the activations are rounded to int8 per block of 32 (relative error about 0.4% of
-the block's largest value, like bf16's 0.4% per value that the PyTorch kernels round to).
+Numerics: int4 weights meet 8-bit activations (llama.cpp's Q4_0 x Q8_0: about 0.5% relative
+error of a product, small beside int4's own); int8 weights meet 15-bit activations (a high and
+a low byte), closer to the float32 product than PyTorch's kernel with bf16 activations.
 """
 
 from __future__ import annotations
@@ -48,10 +53,16 @@ from local_backend.quant import (
 )
 
 __all__ = [
+    "CACHE_ENV_VAR",
     "ENV_VAR",
     "NativeInt4Weight",
     "NativeInt8Weight",
+    "bind",
+    "compile_library",
+    "dense_available",
+    "dense_mv",
     "library",
+    "mode",
     "native_form",
     "wins",
 ]
@@ -299,7 +310,7 @@ class NativeInt4Weight(_NativeWeight):
 
 
 def _bf16_bits(t: Tensor) -> Tensor:
-    """bf16 values as their 16-bit patterns (padding with 0 keeps them 0.0)."""
+    """bf16 values as their 16-bit patterns (what the kernel reads)."""
     return t.to(torch.bfloat16).view(torch.int16)
 
 
