@@ -17,7 +17,7 @@ machine slows both alike: read the ratios; absolute numbers move with the machin
     python benchmarks/bench_model.py --configs bundled --dtypes float32 --rounds 3
 
 ``--compare-matvec`` adds our decode with each dense matrix-vector path forced (``torch.mv``,
-``F.linear`` and, for bf16, our kernel; see ``local_backend.matvec``) to the same interleaved
+``F.linear`` and, where it builds, our kernel; see ``local_backend.matvec``) to the same interleaved
 rounds, and prints them
 with the path the load measured as the faster.
 
@@ -230,9 +230,7 @@ def _forced(path: str, dtype: torch.dtype, run: Callable[[], float]) -> Callable
 
 def _matvec_paths(dtype: torch.dtype) -> tuple[str, ...]:
     """The dense matrix-vector paths ``--compare-matvec`` forces for ``dtype``."""
-    if dtype == torch.bfloat16 and native.dense_available():
-        return ("mv", "linear", "native")
-    return ("mv", "linear")
+    return ("mv", "linear", "native") if native.dense_available(dtype) else ("mv", "linear")
 
 
 def _env(name: str, value: str, run: Callable[[], float]) -> Callable[[], float]:

@@ -1,13 +1,14 @@
-"""Which product a dense weight's matrix-vector call uses: ``torch.mv``, ``F.linear`` or, for
-bf16, our own kernel (:func:`local_backend.native.dense_mv`), chosen per dtype by measurement
-on the running machine.
+"""Which product a dense weight's matrix-vector call uses: ``torch.mv``, ``F.linear`` or our
+own kernel (:func:`local_backend.native.dense_mv`, bf16 and float32), chosen per dtype by
+measurement on the running machine.
 
 None is fastest everywhere. On an Intel CPU with AMX, bf16 ``torch.mv`` streamed weights
 faster than the GEMM path; on an AMD EPYC (AVX-512 BF16, no AMX) ``F.linear`` of one row is
 2-3x faster in bf16 than ``torch.mv``, and our kernel (``vdpbf16ps`` over the rows as they are
-stored) about 2x faster again; for tiny float32 matrices ``torch.mv`` wins on dispatch cost
-alone. So the first load of a model in a dtype times the candidates on slices of that model's
-own matrices (a few milliseconds) and remembers the winner for the process; :func:`model.mv
+stored) about 2x faster again; in float32 ours and ``torch.mv`` are close on small matrices
+(the call is most of the cost) and ours is ~1.5x faster on large ones. So the first load of a
+model in a dtype times the candidates on slices of that model's own matrices (a few
+milliseconds) and remembers the winner for the process; :func:`model.mv
 <local_backend.model.mv>`, ``addmv`` and ``linear`` read it. All give the same numbers up to
 rounding. Prefill (many rows) always goes through ``F.linear``.
 
@@ -15,8 +16,8 @@ The choice is per dtype, not per device: a process that runs the same dtype on t
 a GPU uses the path measured on whichever loaded first (``mv`` and ``linear`` are correct on
 both; the native kernel hands anything not on the CPU to ``F.linear``).
 
-``BEDROCK_MISTRAL_LOCAL_MATVEC=mv``, ``=linear`` or ``=native`` (bf16 on the CPU only) forces
-one path for every dtype (for benchmarks); ``auto`` (or unset) measures.
+``BEDROCK_MISTRAL_LOCAL_MATVEC=mv``, ``=linear`` or ``=native`` (CPU, where the kernel builds)
+forces one path for every dtype (for benchmarks); ``auto`` (or unset) measures.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ ENV_VAR = "BEDROCK_MISTRAL_LOCAL_MATVEC"
 # Dtypes whose dense matrix-vector products go through F.linear; read on every product, so a
 # plain set (a dtype lookup costs ~60 ns, a device lookup several times that).
 LINEAR_DTYPES: set[torch.dtype] = set()
-# Dtypes whose dense matrix-vector products go through our bf16 kernel (local_backend.native):
-# bf16 only, on CPUs with AVX512-BF16, where it measured faster.
+# Dtypes whose dense matrix-vector products go through our kernel (local_backend.native):
+# bf16 on CPUs with AVX512-BF16, float32 on AVX-512 ones, where it measured faster.
 NATIVE_DTYPES: set[torch.dtype] = set()
 _chosen: dict[torch.dtype, MatvecPath] = {}
 
@@ -91,7 +92,7 @@ def choose(weights: Sequence[Tensor]) -> MatvecPath:
     if dtype not in _chosen:
         forced = _forced()
         if forced == "native" and not _native_applies(weights[0]):
-            logger.info("%s=native applies to bf16 on the CPU only: %s uses mv", ENV_VAR, dtype)
+            logger.info("%s=native: no native kernel for %s here, it uses mv", ENV_VAR, dtype)
             forced = "mv"
         path = forced or _measure(weights)
         _chosen[dtype] = path
@@ -105,11 +106,11 @@ def choose(weights: Sequence[Tensor]) -> MatvecPath:
 
 
 def _native_applies(weight: Tensor) -> bool:
-    if weight.dtype is not torch.bfloat16 or weight.device.type != "cpu":
+    if weight.device.type != "cpu":
         return False
     from local_backend import native
 
-    return native.dense_available()
+    return native.dense_available(weight.dtype)
 
 
 def parallel_min_bytes() -> int | None:

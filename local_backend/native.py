@@ -150,6 +150,9 @@ def bind(path: Path) -> ctypes.CDLL:
     lib.qmv_dense_bf16.argtypes = [_ptr, _i64, _i64, _ptr, _int, *out]
     lib.qmv_dense_bf16.restype = _int
     lib.qmv_dense_simd.restype = _int
+    lib.qmv_dense_f32.argtypes = [_ptr, _i64, _i64, _ptr, _ptr, _ptr, ctypes.c_float]
+    lib.qmv_dense_f32.restype = _int
+    lib.qmv_dense_f32_simd.restype = _int
     return lib
 
 
@@ -383,49 +386,65 @@ def _random_weights(scheme: str, n: int, k: int, group: int = 64) -> QuantData:
     return QuantData("int4", codes, scales, torch.zeros_like(scales), group)
 
 
-# -- dense bf16 matrix-vector products (see matvec.py, which measures when to use them) ------
+# -- dense matrix-vector products (see matvec.py, which measures when to use them) ---------
 
 
-def dense_available() -> bool:
-    """Whether the bf16 matrix-vector kernel is built with its vector instructions (AVX512-BF16)
-    here: the plain-C fallback is never faster than PyTorch, so it is not even timed."""
+def dense_available(dtype: torch.dtype = torch.bfloat16) -> bool:
+    """Whether the dense kernel for ``dtype`` (bf16: AVX512-BF16; float32: AVX-512) is built
+    with its vector instructions here: a plain-C fallback is never faster than PyTorch, so it
+    is not even timed."""
     lib = library()
-    return lib is not None and bool(lib.qmv_dense_simd())
+    if lib is None:
+        return False
+    if dtype is torch.bfloat16:
+        return bool(lib.qmv_dense_simd())
+    return dtype is torch.float32 and bool(lib.qmv_dense_f32_simd())
 
 
 def dense_mv(
     weight: Tensor, x: Tensor, residual: Tensor | None = None, alpha: float = 1.0
 ) -> Tensor:
-    """``weight @ x`` (or ``residual + alpha * weight @ x``) for a row-major bf16 weight [N, K]
-    on the CPU and a vector x [K]; anything else goes to ``F.linear``. The result has x's dtype
-    (residual's, when given)."""
+    """``weight @ x`` (or ``residual + alpha * weight @ x``) for a row-major bf16 or float32
+    weight [N, K] on the CPU and a vector x [K]; anything else goes to ``F.linear``. The result
+    has x's dtype (residual's, when given)."""
     lib = library()
     out_dtype = x.dtype if residual is None else residual.dtype
-    if (
-        lib is None
-        or weight.dtype is not torch.bfloat16
-        or not weight.is_cpu
-        or not weight.is_contiguous()
-        or x.dtype not in _KERNEL_DTYPES
-        or out_dtype not in _KERNEL_DTYPES
-        or (residual is not None and not residual.is_contiguous())
-    ):
+    usable = (
+        lib is not None
+        and weight.is_cpu
+        and weight.is_contiguous()
+        and (residual is None or residual.is_contiguous())
+        and (
+            (weight.dtype is torch.bfloat16 and x.dtype in _KERNEL_DTYPES)
+            or (weight.dtype is torch.float32 and x.dtype is torch.float32)
+        )
+        and out_dtype in _KERNEL_DTYPES
+        and (weight.dtype is torch.bfloat16 or out_dtype is torch.float32)
+    )
+    if not usable:
         y = F.linear(x, weight)
         return y if residual is None else torch.add(residual, y.to(out_dtype), alpha=alpha)
+    assert lib is not None
     x = x.contiguous()
     n, k = weight.shape
     y = torch.empty(n, dtype=out_dtype)
-    status = lib.qmv_dense_bf16(
-        weight.data_ptr(),
-        n,
-        k,
-        x.data_ptr(),
-        int(x.dtype is torch.bfloat16),
-        y.data_ptr(),
-        int(out_dtype is torch.bfloat16),
-        None if residual is None else residual.data_ptr(),
-        alpha,
-    )
+    extra = None if residual is None else residual.data_ptr()
+    if weight.dtype is torch.float32:
+        status = lib.qmv_dense_f32(
+            weight.data_ptr(), n, k, x.data_ptr(), y.data_ptr(), extra, alpha
+        )
+    else:
+        status = lib.qmv_dense_bf16(
+            weight.data_ptr(),
+            n,
+            k,
+            x.data_ptr(),
+            int(x.dtype is torch.bfloat16),
+            y.data_ptr(),
+            int(out_dtype is torch.bfloat16),
+            extra,
+            alpha,
+        )
     if status:
-        raise MemoryError("native bf16 matrix-vector product: out of memory")
+        raise MemoryError("native matrix-vector product: out of memory")
     return y

@@ -30,8 +30,8 @@ def fresh_choice(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 # the paths to compare, per dtype: ours for bf16 where this machine has AVX512-BF16
 PATHS = {
-    torch.float32: ("mv", "linear"),
-    torch.bfloat16: ("mv", "linear", "native") if native.dense_available() else ("mv", "linear"),
+    dtype: ("mv", "linear", "native") if native.dense_available(dtype) else ("mv", "linear")
+    for dtype in (torch.float32, torch.bfloat16)
 }
 
 
@@ -88,13 +88,29 @@ def test_the_native_bf16_product_is_the_float32_product_rounded() -> None:
         torch.testing.assert_close(native.dense_mv(strided, x), F.linear(x, strided))
 
 
-def test_native_forced_on_float32_keeps_mv(
+def test_native_forced_where_there_is_no_kernel_keeps_mv(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv(matvec.ENV_VAR, "native")
     with caplog.at_level(logging.INFO, logger="local_backend.matvec"):
-        assert matvec.choose([torch.randn(8, 8)]) == "mv"
-    assert "native applies to bf16 on the CPU only" in caplog.text
+        assert matvec.choose([torch.randn(8, 8, dtype=torch.float16)]) == "mv"
+    assert "native: no native kernel for torch.float16 here, it uses mv" in caplog.text
+
+
+def test_the_native_float32_product_sums_in_float32() -> None:
+    if not native.dense_available(torch.float32):
+        pytest.skip("no AVX-512 build of the native kernel here")
+    gen = torch.Generator().manual_seed(6)
+    for n, k in ((384, 256), (37, 100), (5, 7), (300, 1000)):
+        w, x = torch.randn(n, k, generator=gen), torch.randn(k, generator=gen)
+        exact = w.double() @ x.double()
+        got = native.dense_mv(w, x)
+        assert got.dtype == torch.float32 and got.shape == (n,)
+        torch.testing.assert_close(
+            got.double(), exact, atol=1e-5 * float(exact.abs().max()), rtol=0
+        )
+        r = torch.randn(n, generator=gen)
+        torch.testing.assert_close(native.dense_mv(w, x, r, 0.5), r + 0.5 * got)
 
 
 @pytest.mark.parametrize("config", [SMALL_MOE, small_moe(moe=None)], ids=["moe", "dense"])
@@ -135,7 +151,7 @@ def test_the_choice_is_measured_once_per_dtype_and_inspectable(
     with caplog.at_level(logging.INFO, logger="local_backend.matvec"):
         model = local_backend.load()
         again = local_backend.load()
-    assert model.matvec_path in ("mv", "linear")
+    assert model.matvec_path in PATHS[torch.float32]
     assert matvec.chosen() == {"float32": model.matvec_path}
     assert again.matvec_path == model.matvec_path
     lines = [r.getMessage() for r in caplog.records if "matrix-vector path" in r.getMessage()]
