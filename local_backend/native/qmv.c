@@ -381,7 +381,23 @@ int qmv_int4(const uint8_t *q, const uint16_t *scale, const uint16_t *zero, int6
     return 0;
 }
 
-/* ---- bf16 (dense) ---------------------------------------------------------------------- */
+/* ---- dense (bf16 and float32) ---------------------------------------------------------- */
+
+typedef void (*DenseRows)(const void *w, int64_t k, int64_t n0, int64_t n1, const void *x,
+                          float *out);
+
+/* Rows n0..n1 of a dense product, 16 at a time over the threads, into the output. */
+static void dense_product(DenseRows rows, const void *w, int64_t n, int64_t k, const void *x,
+                          const Output *o) {
+    int64_t tiles = (n + TILE - 1) / TILE;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < tiles; t++) {
+        float out[TILE];
+        int64_t n0 = t * TILE, n1 = n0 + TILE < n ? n0 + TILE : n;
+        rows(w, k, n0, n1, x, out);
+        store_tile(o, 0, n0, out);
+    }
+}
 
 /* y = W x for a dense bf16 W [N, K], row-major as the model holds it (prefill's GEMM reads the
  * same tensor), one vector x: PyTorch's bf16 matrix-vector paths widen and multiply at ~10 GB/s
@@ -395,8 +411,9 @@ int qmv_int4(const uint8_t *q, const uint16_t *scale, const uint16_t *zero, int6
 
 int qmv_dense_simd(void) { return QMV_DENSE_BF16; }
 
-static void dense_rows(const uint16_t *w, int64_t k, int64_t n0, int64_t n1, const uint16_t *xb,
-                       float *out) {
+static void dense_rows_bf16(const void *wv, int64_t k, int64_t n0, int64_t n1, const void *xv,
+                            float *out) {
+    const uint16_t *w = wv, *xb = xv;
 #if QMV_DENSE_BF16
     int64_t whole = k / 128 * 128;
     for (int64_t n = n0; n < n1; n++) { /* row after row: the matrix is one sequential stream */
@@ -439,19 +456,10 @@ int qmv_dense_bf16(const uint16_t *w, int64_t n, int64_t k, const void *x, int x
     for (int64_t c = 0; c < k; c++)
         xb[c] = x_bf16 ? ((const uint16_t *)x)[c] : f32_to_bf16(((const float *)x)[c]);
     Output o = {y, y_bf16, residual, alpha, n};
-    int64_t tiles = (n + TILE - 1) / TILE;
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < tiles; t++) {
-        float out[TILE];
-        int64_t n0 = t * TILE, n1 = n0 + TILE < n ? n0 + TILE : n;
-        dense_rows(w, k, n0, n1, xb, out);
-        store_tile(&o, 0, n0, out);
-    }
+    dense_product(dense_rows_bf16, w, n, k, xb, &o);
     free(xb);
     return 0;
 }
-
-/* ---- float32 (dense) ------------------------------------------------------------------- */
 
 /* y = W x for a dense float32 W [N, K], row-major, x float32: for small models, whose matrices
  * sit in the caches and whose cost is the call, not the bytes (torch.mv measured 20-28 us on
@@ -464,8 +472,9 @@ int qmv_dense_bf16(const uint16_t *w, int64_t n, int64_t k, const void *x, int x
 
 int qmv_dense_f32_simd(void) { return QMV_DENSE_F32; }
 
-static void dense_rows_f32(const float *w, int64_t k, int64_t n0, int64_t n1, const float *x,
+static void dense_rows_f32(const void *wv, int64_t k, int64_t n0, int64_t n1, const void *xv,
                            float *out) {
+    const float *w = wv, *x = xv;
 #if QMV_DENSE_F32
     int64_t whole = k / 64 * 64;
     for (int64_t n = n0; n < n1; n++) {
@@ -498,13 +507,6 @@ static void dense_rows_f32(const float *w, int64_t k, int64_t n0, int64_t n1, co
 int qmv_dense_f32(const float *w, int64_t n, int64_t k, const float *x, void *y,
                   const void *residual, float alpha) {
     Output o = {y, 0, residual, alpha, n};
-    int64_t tiles = (n + TILE - 1) / TILE;
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < tiles; t++) {
-        float out[TILE];
-        int64_t n0 = t * TILE, n1 = n0 + TILE < n ? n0 + TILE : n;
-        dense_rows_f32(w, k, n0, n1, x, out);
-        store_tile(&o, 0, n0, out);
-    }
+    dense_product(dense_rows_f32, w, n, k, x, &o);
     return 0;
 }
