@@ -26,6 +26,7 @@ with a scale and zero per 32 values, which is exactly our int4 form with group s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,9 +111,12 @@ def _f16(b: U8) -> F32:
     return np.ascontiguousarray(b).view(np.float16)[..., 0].astype(np.float32)
 
 
-def _nibbles32(qs: U8) -> U8:
-    """Q4_0/Q4_1 qs [..., 16] -> codes [..., 32]: low nibbles first, then high ones."""
-    return np.concatenate([qs & 0x0F, qs >> 4], axis=-1)
+def _unpack_runs(qs: U8, run: int) -> U8:
+    """Runs of ``run`` bytes [..., n run] -> codes [..., 2 n run]: each run's low nibbles, then
+    its high ones (Q4_0/Q4_1: one run of 16 per block; Q4_K/Q5_K: four runs of 32)."""
+    runs = qs.reshape(*qs.shape[:-1], -1, run)
+    out: U8 = np.stack([runs & 0x0F, runs >> 4], axis=-2).reshape(*qs.shape[:-1], -1)
+    return out
 
 
 def _k_scales(s: U8) -> tuple[F32, F32]:
@@ -125,33 +129,13 @@ def _k_scales(s: U8) -> tuple[F32, F32]:
 
 def _k_low_codes(qs: U8) -> U8:
     """Q4_K/Q5_K qs [..., 128] -> 4-bit codes [..., 8, 32] by sub-block."""
-    runs = qs.reshape(*qs.shape[:-1], 4, 32)
-    return np.stack([runs & 0x0F, runs >> 4], axis=-2).reshape(*qs.shape[:-1], 8, 32)
+    return _unpack_runs(qs, 32).reshape(*qs.shape[:-1], 8, 32)
 
 
 def int4_codes(raw: U8, t: BlockType) -> tuple[U8, F32, F32]:
     """Codes [R, K] (0..15), scale and zero [R, K/32] with ``w = (code - 8) scale + zero``,
     for the 4-bit types (:data:`INT4_TYPES`): no value is re-rounded."""
-    b = _blocks(raw, t)
-    rows = raw.shape[0]
-    if t.name in ("Q4_0", "Q4_1"):
-        d = _f16(b[..., 0:2])
-        if t.name == "Q4_0":
-            codes, zero = _nibbles32(b[..., 2:18]), np.zeros_like(d)
-        else:
-            codes, zero = _nibbles32(b[..., 4:20]), _f16(b[..., 2:4]) + 8 * d
-        return codes.reshape(rows, -1), d, zero
-    if t.name != "Q4_K":
-        raise ValueError(f"{t.name} has no 4-bit codes")
-    d, dmin = _f16(b[..., 0:2])[..., None], _f16(b[..., 2:4])[..., None]
-    sc, m = _k_scales(b[..., 4:16])
-    scale = d * sc
-    zero = 8 * scale - dmin * m
-    return (
-        _k_low_codes(b[..., 16:144]).reshape(rows, -1),
-        scale.reshape(rows, -1),
-        zero.reshape(rows, -1),
-    )
+    return _int4(raw, t, _unpack_runs)
 
 
 def _pair_nibbles(qs: U8, run: int) -> U8:
@@ -171,15 +155,20 @@ def int4_packed(raw: U8, t: BlockType) -> tuple[U8, F32, F32]:
     """:func:`int4_codes` with the codes already packed two a byte as our int4 form stores
     them ([R, K/2]: value 2j in the low nibble of byte j): the loader's path, which never
     holds one byte per value."""
+    return _int4(raw, t, _pair_nibbles)
+
+
+def _int4(raw: U8, t: BlockType, nibbles: Callable[[U8, int], U8]) -> tuple[U8, F32, F32]:
+    """The 4-bit types' codes (as ``nibbles`` lays out runs of packed bytes), scale and zero."""
     b = _blocks(raw, t)
     rows = raw.shape[0]
     if t.name in ("Q4_0", "Q4_1"):
         d = _f16(b[..., 0:2])
         if t.name == "Q4_0":
-            packed, zero = _pair_nibbles(b[..., 2:18], 16), np.zeros_like(d)
+            codes, zero = nibbles(b[..., 2:18], 16), np.zeros_like(d)
         else:
-            packed, zero = _pair_nibbles(b[..., 4:20], 16), _f16(b[..., 2:4]) + 8 * d
-        return packed.reshape(rows, -1), d, zero
+            codes, zero = nibbles(b[..., 4:20], 16), _f16(b[..., 2:4]) + 8 * d
+        return codes.reshape(rows, -1), d, zero
     if t.name != "Q4_K":
         raise ValueError(f"{t.name} has no 4-bit codes")
     d, dmin = _f16(b[..., 0:2])[..., None], _f16(b[..., 2:4])[..., None]
@@ -187,7 +176,7 @@ def int4_packed(raw: U8, t: BlockType) -> tuple[U8, F32, F32]:
     scale = d * sc
     zero = 8 * scale - dmin * m
     return (
-        _pair_nibbles(b[..., 16:144], 32).reshape(rows, -1),
+        nibbles(b[..., 16:144], 32).reshape(rows, -1),
         scale.reshape(rows, -1),
         zero.reshape(rows, -1),
     )

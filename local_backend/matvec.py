@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from local_backend import native
 from local_backend.errors import LocalBackendError
 
 __all__ = [
@@ -106,11 +107,7 @@ def choose(weights: Sequence[Tensor]) -> MatvecPath:
 
 
 def _native_applies(weight: Tensor) -> bool:
-    if weight.device.type != "cpu":
-        return False
-    from local_backend import native
-
-    return native.dense_available(weight.dtype)
+    return weight.device.type == "cpu" and native.dense_available(weight.dtype)
 
 
 def parallel_min_bytes() -> int | None:
@@ -152,8 +149,6 @@ def _measure(weights: Sequence[Tensor]) -> MatvecPath:
         "linear": lambda w, x: F.linear(x, w),
     }
     if _native_applies(cases[0]):
-        from local_backend import native
-
         paths["native"] = native.dense_mv
     best = dict.fromkeys(paths, float("inf"))
     with torch.inference_mode():

@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from tests.helpers.openai_server import (
     Receive,
-    RecordedRequest,
     Scope,
+    ScriptedFaults,
     Send,
     read_body,
     recorded,
@@ -69,28 +68,15 @@ def _has_text(event: bytes) -> bool:
     return False
 
 
-@dataclass
-class FaultProxy:
+@dataclass(kw_only=True)
+class FaultProxy(ScriptedFaults):
     """Forwards to ``upstream`` (the engine's root URL, without ``/v1``)."""
 
     upstream: str
-    url: str = ""  # the proxy's API root, ending in /v1
-    requests: list[RecordedRequest] = field(default_factory=list)
-    faults: list[dict[str, Any] | None] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def script(self, *faults: dict[str, Any] | None) -> None:
-        with self._lock:
-            self.faults.extend(faults)
-
-    def generations(self) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.path.endswith("completions")]
-
-    def _next_fault(self, path: str) -> dict[str, Any]:
-        if not path.endswith("completions"):
-            return {}
-        with self._lock:
-            return (self.faults.pop(0) if self.faults else None) or {}
+    def _fault_for(self, path: str) -> dict[str, Any]:
+        """Scripted faults apply to generations only (models and token counts pass through)."""
+        return self._next_fault() if path.endswith("completions") else {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,7 +85,7 @@ class FaultProxy:
         request = recorded(scope, raw)
         path, headers = request.path, request.headers
         self.requests.append(request)
-        fault = self._next_fault(path)
+        fault = self._fault_for(path)
         try:
             if "status" in fault:
                 await _refuse(send, fault)
@@ -166,7 +152,7 @@ async def _refuse(send: Send, fault: dict[str, Any]) -> None:
 @contextmanager
 def start_fault_proxy(upstream: str) -> Iterator[FaultProxy]:
     """Run a :class:`FaultProxy` for ``upstream`` on loopback; ``proxy.url`` ends in /v1."""
-    proxy = FaultProxy(upstream.rstrip("/").removesuffix("/v1"))
+    proxy = FaultProxy(upstream=upstream.rstrip("/").removesuffix("/v1"))
     with serve_asgi(proxy, "fault proxy") as root:
         proxy.url = f"{root}/v1"
         yield proxy

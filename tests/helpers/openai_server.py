@@ -81,14 +81,11 @@ def _answer_for_prompt(prompt: str) -> str:
 
 
 @dataclass
-class OpenAIServer:
-    """State shared by the app and the test: models, key, faults, recorded requests."""
+class ScriptedFaults:
+    """The requests a test server saw, and the faults a test scripted for its next ones (one
+    per request, in order; None: answer normally)."""
 
-    models: tuple[str, ...] = DEFAULT_MODELS
-    api_key: str | None = None
-    context_window: int = 4096
-    send_usage: bool = True
-    url: str = ""
+    url: str = ""  # the server's API root, ending in /v1 (set once it listens)
     requests: list[RecordedRequest] = field(default_factory=list)
     faults: list[dict[str, Any] | None] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -97,12 +94,22 @@ class OpenAIServer:
         with self._lock:
             self.faults.extend(faults)
 
-    def _next_fault(self) -> dict[str, Any] | None:
+    def _next_fault(self) -> dict[str, Any]:
         with self._lock:
-            return self.faults.pop(0) if self.faults else None
+            return (self.faults.pop(0) if self.faults else None) or {}
 
     def generations(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path.endswith("completions")]
+
+
+@dataclass
+class OpenAIServer(ScriptedFaults):
+    """State shared by the app and the test: models, key, faults, recorded requests."""
+
+    models: tuple[str, ...] = DEFAULT_MODELS
+    api_key: str | None = None
+    context_window: int = 4096
+    send_usage: bool = True
 
     # -- the ASGI app ------------------------------------------------------------------
 
@@ -161,7 +168,7 @@ class OpenAIServer:
                 400,
             )
             return
-        fault = self._next_fault() or {}
+        fault = self._next_fault()
         if "status" in fault:
             extra = {"retry-after": fault["retry_after"]} if "retry_after" in fault else {}
             await _error(
